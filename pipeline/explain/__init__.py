@@ -1,1 +1,45 @@
-"""TODO"""
+"""Explainers for timm Vision Transformers: raw (B, gh, gw) patch maps for a target class.
+
+from pipeline.explain import AGCAM
+maps = AGCAM(model)(images)                 # predicted class
+maps = AGCAM(model)(images, target=labels)  # (B,) -> (B, gh, gw); (B, K) -> (B, K, gh, gw)
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipeline.explain.agcam import AGCAM
+from pipeline.explain.base import Explainer
+from pipeline.explain.grad_rollout import GradientRollout
+from pipeline.explain.lrp import TransformerAttribution
+from pipeline.explain.overlay import image_to_uint8, render_overlay, save_png
+from pipeline.explain.rollout import AttentionRollout
+
+METHODS: dict[str, type[Explainer]] = {
+    "agcam": AGCAM,
+    "rollout": AttentionRollout,
+    "lrp": TransformerAttribution,
+    "grad_rollout": GradientRollout,
+}
+
+
+def build_explainer(method: str, model: nn.Module) -> Explainer:
+    """The explainer registered under `method` (one of METHODS) for `model`."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown explanation method {method!r}; choose from {sorted(METHODS)}")
+    return METHODS[method](model)
+
+
+__all__ = [
+    "AGCAM",
+    "METHODS",
+    "AttentionRollout",
+    "Explainer",
+    "GradientRollout",
+    "TransformerAttribution",
+    "build_explainer",
+    "image_to_uint8",
+    "render_overlay",
+    "save_png",
+]

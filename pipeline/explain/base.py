@@ -1,0 +1,60 @@
+"""The call protocol every explainer shares; a method implements only `_explain`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from pipeline.explain._vit import check_explainable, check_images, patch_grid
+
+
+@contextmanager
+def explaining(model: nn.Module) -> Iterator[None]:
+    """Eval mode, autograd allowed (also under Lightning's inference_mode), float32; all restored on exit."""
+    modes = {module: module.training for module in model.modules()}
+    device_type = next(model.parameters()).device.type
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+class Explainer(ABC):
+    """Explain a timm ViT's predictions as raw patch-level maps.
+
+    `explainer(images)` explains the predicted class; `explainer(images, target)` the classes in
+    `target`: (B,) gives (B, gh, gw) maps, (B, K) gives (B, K, gh, gw). The model's parameters,
+    their `.grad`, `requires_grad`, train/eval mode and fused-attention setting are left as found.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        check_explainable(model)
+        self.model = model
+
+    def __call__(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        check_images(self.model, images)
+        batch = images.shape[0]
+        with explaining(self.model):
+            # Lightning validates under inference_mode: such tensors cannot enter an autograd graph.
+            images = images.clone() if images.is_inference() else images
+            images = images.to(next(self.model.parameters()).dtype)
+            maps = self._explain(images, target)  # (B, K, P)
+        rows, cols = patch_grid(self.model, images)
+        maps = maps.reshape(batch, -1, rows, cols)
+        return maps if target is not None and target.ndim == 2 else maps[:, 0]
+
+    @abstractmethod
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Raw maps (B, K, num_patches) for `images` in eval mode; `target` as given to `__call__`."""
+
+
+def num_targets(target: torch.Tensor | None) -> int:
+    """K: how many maps per image a class-agnostic method must return."""
+    return target.shape[1] if target is not None and target.ndim == 2 else 1

@@ -1,0 +1,149 @@
+"""Transformer attribution (Chefer, Gur & Wolf, CVPR 2021): LRP relevance times attention gradient, rolled out.
+
+Relevance starts as the one-hot target at the logits and flows down through the head, the final norm
+and every block. Linear layers use the LRP alpha-beta rule with alpha = 1, beta = 0 (only positive
+contributions, bias ignored). LayerNorm, GELU, softmax, dropout and LayerScale pass relevance through
+unchanged. A residual addition splits relevance between its operands in proportion to their
+contributions and re-normalizes each part so that the total is conserved; a matrix product gives each
+operand its contribution and the attention product halves both. Per block the relevance at the
+post-softmax attention, R_A, is multiplied by the plain gradient dy_c/dA, clamped at 0 and averaged
+over heads; the blocks are rolled out with the identity added: R = R + A_bar R.
+
+All relevance tensors carry a target axis: (B, K, ...), with activations broadcast as (B, 1, ...), so K
+classes per image share one forward and one relevance pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.explain._recorded import (
+    BlockRecord,
+    check_recordable,
+    gradients_per_target,
+    record_forward,
+    residual_rollout,
+)
+from pipeline.explain._vit import resolve_targets
+from pipeline.explain.base import Explainer
+
+EPS = 1e-9
+
+
+def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, stabilised by EPS, and 0 where the denominator is exactly 0 (as in LRP)."""
+    shifted = denominator + EPS
+    shifted = shifted + shifted.eq(0).to(shifted.dtype) * EPS
+    return numerator / shifted * denominator.ne(0).to(denominator.dtype)
+
+
+def sum_per_case(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over everything but the (B, K) axes, kept broadcastable."""
+    return tensor.flatten(2).sum(-1).reshape(tensor.shape[:2] + (1,) * (tensor.ndim - 2))
+
+
+def linear_relevance(relevance: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Alpha-beta rule (alpha 1, beta 0) through y = x W^T: relevance at x for relevance at y."""
+    pos_w, neg_w = weight.clamp(min=0), weight.clamp(max=0)
+    pos_x, neg_x = inputs.clamp(min=0), inputs.clamp(max=0)
+    positive_part = pos_x @ pos_w.T + neg_x @ neg_w.T
+    scaled = safe_divide(relevance, positive_part)
+    return pos_x * (scaled @ pos_w) + neg_x * (scaled @ neg_w)
+
+
+def residual_relevance(
+    relevance: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split relevance at first + second by contribution, each part rescaled so their total is conserved."""
+    scaled = safe_divide(relevance, first + second)
+    first_part, second_part = first * scaled, second * scaled
+    first_total, second_total = sum_per_case(first_part), sum_per_case(second_part)
+    both = first_total.abs() + second_total.abs()
+    total = sum_per_case(relevance)
+    first_share = safe_divide(first_total.abs(), both) * total
+    second_share = safe_divide(second_total.abs(), both) * total
+    return first_part * safe_divide(first_share, first_total), second_part * safe_divide(second_share, second_total)
+
+
+def branch_relevance(relevances: tuple[torch.Tensor, torch.Tensor], tensor: torch.Tensor) -> torch.Tensor:
+    """Relevance at a tensor that fed two branches (the residual and the normed path): the sum of both."""
+    return tensor * (safe_divide(relevances[0], tensor) + safe_divide(relevances[1], tensor))
+
+
+def matmul_relevance(
+    relevance: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relevance at both operands of left @ right, each operand credited with its contribution."""
+    scaled = safe_divide(relevance, left @ right)
+    return left * (scaled @ right.transpose(-2, -1)), right * (left.transpose(-2, -1) @ scaled)
+
+
+def block_relevance(block, record: BlockRecord, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Propagate relevance (B, K, T, D) from a block's output to its input; also return R at the attention."""
+    unsqueezed = {name: getattr(record, name).unsqueeze(1) for name in record.__dataclass_fields__}
+    mid_part, mlp_part = residual_relevance(relevance, unsqueezed["mid"], unsqueezed["mlp_branch"])
+    hidden_part = linear_relevance(mlp_part, unsqueezed["hidden"], block.mlp.fc2.weight)
+    normed2_part = linear_relevance(hidden_part, unsqueezed["normed2"], block.mlp.fc1.weight)
+    mid_relevance = branch_relevance((mid_part, normed2_part), unsqueezed["mid"])
+
+    input_part, attn_part = residual_relevance(mid_relevance, unsqueezed["block_input"], unsqueezed["attn_branch"])
+    merged_part = linear_relevance(attn_part, unsqueezed["merged_heads"], block.attn.proj.weight)
+    batch, targets, tokens, _ = merged_part.shape
+    context_part = merged_part.reshape(batch, targets, tokens, block.attn.num_heads, -1).transpose(2, 3)
+    probs_part, v_part = matmul_relevance(context_part, unsqueezed["attn_probs"], unsqueezed["v"])
+    probs_part, v_part = probs_part / 2, v_part / 2
+    q_part, k_transposed_part = matmul_relevance(probs_part, unsqueezed["q"], unsqueezed["k"].transpose(-2, -1))
+    qkv_part = torch.stack([q_part / 2, k_transposed_part.transpose(-2, -1) / 2, v_part], dim=2)  # (B, K, 3, H, T, d)
+    qkv_part = qkv_part.permute(0, 1, 4, 2, 3, 5).flatten(3)  # (B, K, T, 3*H*d), timm's qkv channel order
+    normed1_part = linear_relevance(qkv_part, unsqueezed["normed1"], block.attn.qkv.weight)
+    return branch_relevance((input_part, normed1_part), unsqueezed["block_input"]), probs_part
+
+
+class TransformerAttribution(Explainer):
+    """Chefer et al.'s LRP-based transformer attribution (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        check_recordable(model)
+
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        model = self.model
+        with torch.enable_grad():
+            recorded = record_forward(model, images)
+            targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)
+            attn_grads = gradients_per_target(recorded.logits, targets, [r.attn_probs for r in recorded.blocks])
+        with torch.no_grad():
+            relevance = self._token_relevance(recorded.final_tokens, targets)
+            attn_relevances = []
+            for block, record in zip(reversed(model.blocks), reversed(recorded.blocks)):
+                relevance, attn_relevance = block_relevance(block, record, relevance)
+                attn_relevances.append(attn_relevance)
+            weighted = [
+                (grads * attn_relevance).clamp(min=0).mean(dim=2)  # (B, K, T, T)
+                for grads, attn_relevance in zip(attn_grads, reversed(attn_relevances))
+            ]
+            rollout = residual_rollout(weighted)
+        return rollout[:, :, 0, model.num_prefix_tokens :]
+
+    def _token_relevance(self, final_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Relevance (B, K, T, D) at the final norm output: the one-hot target through the head(s) to their tokens.
+
+        Distilled DeiT averages a class-token head and a distillation-token head; relevance is split between
+        the two like a residual addition, each half then goes through its own head.
+        """
+        model = self.model
+        one_hot = torch.zeros(*targets.shape, model.num_classes, device=targets.device, dtype=final_tokens.dtype)
+        one_hot.scatter_(2, targets.unsqueeze(-1), 1.0)  # (B, K, C)
+        readouts = [(0, model.head)]
+        head_relevances = [one_hot]
+        if hasattr(model, "head_dist"):
+            readouts.append((1, model.head_dist))
+            class_half = model.head(final_tokens[:, :1]) / 2  # (B, 1, C)
+            dist_half = model.head_dist(final_tokens[:, 1:2]) / 2
+            head_relevances = list(residual_relevance(one_hot, class_half, dist_half))
+        relevance = torch.zeros(*targets.shape, *final_tokens.shape[1:], device=targets.device, dtype=one_hot.dtype)
+        for (token, head), head_relevance in zip(readouts, head_relevances):
+            token_features = final_tokens[:, token : token + 1]  # (B, 1, D)
+            pooled = linear_relevance(head_relevance, model.fc_norm(token_features), head.weight)  # (B, K, D)
+            relevance[:, :, token] = token_features * safe_divide(pooled, token_features)
+        return relevance
