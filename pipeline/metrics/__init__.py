@@ -1,1 +1,35 @@
-"""TODO"""
+"""Localization and faithfulness metrics for explanation maps: pure functions and torchmetrics classes."""
+
+from pipeline.metrics.faithfulness import ABPC
+from pipeline.metrics.functional import (
+    LOCALIZATION_SCORES,
+    abpc,
+    box_localization,
+    boxes_to_mask,
+    confusion_counts,
+    heatmap_boxes,
+    mask_localization,
+    mask_pointing_game,
+    normalize_heatmaps,
+    pointing_game,
+    removal_ranks,
+    scores_from_counts,
+)
+from pipeline.metrics.localization import LocalizationMetrics
+
+__all__ = [
+    "ABPC",
+    "LOCALIZATION_SCORES",
+    "LocalizationMetrics",
+    "abpc",
+    "box_localization",
+    "boxes_to_mask",
+    "confusion_counts",
+    "heatmap_boxes",
+    "mask_localization",
+    "mask_pointing_game",
+    "normalize_heatmaps",
+    "pointing_game",
+    "removal_ranks",
+    "scores_from_counts",
+]
