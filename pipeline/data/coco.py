@@ -1,0 +1,153 @@
+"""COCO-format JSON for custom data: single- or multi-label classification with boxes.
+
+One JSON file per split (`train_json`, `val_json`, `test_json`), each with::
+
+    images:      [{"id", "file_name", "width", "height"}, ...]   file_name relative to image_root
+    annotations: [{"id", "image_id", "category_id", "bbox": [x, y, width, height]}, ...]
+    categories:  [{"id", "name"}, ...]
+
+Category ids (any integers) map to class indices 0, 1, ... in increasing id order; every split's JSON must list
+the same categories. Boxes become (x, y, x + width, y + height). Single-label: an image's label is the category of
+its largest box, and only that category's boxes are kept, so that localization compares the map for the label
+with its own boxes; an image without annotations has no label and is a bad sample. Multi-label: the target is the
+multi-hot of the categories present; an image without annotations is kept with an all-zero target. A JSON file
+that does not parse is an error under either `on_bad_sample` (there is nothing left of the split to skip to).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.images import BadSampleError, FileSource, OnBadSample, SampleRecord, Size, image_size, usable_objects
+
+_COCO_KEYS = ("images", "annotations", "categories")
+
+
+def _load_coco_json(path: Path) -> dict:
+    """The parsed file, checked for COCO's three top-level lists."""
+    if not path.is_file():
+        raise FileNotFoundError(f"COCOSource: annotation file {path} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: does not parse as JSON ({error})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in _COCO_KEYS):
+        raise ValueError(f"{path}: a COCO JSON needs the lists {', '.join(_COCO_KEYS)} at its top level")
+    return data
+
+
+def _categories(data: dict, path: Path) -> list[tuple[int, str]]:
+    """(id, name) of each category, in increasing id order."""
+    try:
+        categories = sorted((int(category["id"]), str(category["name"])) for category in data["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: every category needs an integer 'id' and a 'name'") from None
+    ids = [category_id for category_id, _ in categories]
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: categories must be non-empty with distinct ids, got ids {ids}")
+    return categories
+
+
+def _xyxy(annotation: dict, path: Path, context: str) -> list[float]:
+    """An annotation's bbox [x, y, width, height] as [xmin, ymin, xmax, ymax]."""
+    bbox = annotation.get("bbox")
+    try:
+        x, y, width, height = (float(value) for value in bbox)
+    except (TypeError, ValueError):
+        raise BadSampleError(path, f"{context}: bbox must be [x, y, width, height], got {bbox!r}") from None
+    return [x, y, x + width, y + height]
+
+
+class COCOSource(FileSource):
+    """COCO-format detection JSON read as classification with boxes (see the module docstring for the format).
+
+    Args:
+        image_root: the folder that the images' `file_name`s are relative to.
+        train_json: the train split's JSON, or None if there is no train split.
+        val_json: the val split's JSON, or None.
+        test_json: the test split's JSON, or None.
+        multi_label: multi-hot targets over all categories present, instead of one label per image.
+        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+    """
+
+    layout = "the folder that the JSON's image file_names are relative to"
+
+    def __init__(
+        self,
+        image_root: str | Path,
+        train_json: str | Path | None = None,
+        val_json: str | Path | None = None,
+        test_json: str | Path | None = None,
+        multi_label: bool = False,
+        on_bad_sample: OnBadSample = "error",
+    ):
+        super().__init__(image_root, on_bad_sample)
+        self.multi_label = multi_label
+        json_paths = {"train": train_json, "val": val_json, "test": test_json}
+        self._json_paths = {split: Path(path) for split, path in json_paths.items() if path}
+        if not self._json_paths:
+            raise ValueError("COCOSource: set at least one of train_json, val_json, test_json")
+        self._categories_path = next(iter(self._json_paths.values()))
+        self._categories = _categories(_load_coco_json(self._categories_path), self._categories_path)
+        self.class_names = [name for _, name in self._categories]
+        self._class_index = {category_id: index for index, (category_id, _) in enumerate(self._categories)}
+
+    def _records(self, split: str) -> list[SampleRecord]:
+        if split not in self._json_paths:
+            raise ValueError(f"COCOSource: no JSON for split {split!r}; set {split}_json")
+        json_path = self._json_paths[split]
+        data = _load_coco_json(json_path)
+        if _categories(data, json_path) != self._categories:
+            raise ValueError(f"{json_path}: categories differ from those of {self._categories_path}")
+        image_ids = {image.get("id") for image in data["images"] if isinstance(image, dict)}
+        annotations_by_image: dict[object, list[dict]] = defaultdict(list)
+        for position, annotation in enumerate(data["annotations"]):
+            image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+            if image_id in image_ids:
+                annotations_by_image[image_id].append(annotation)
+            else:
+                problem = f"annotation {position}: image_id {image_id!r} is not among the images"
+                self.bad_samples.reject(BadSampleError(json_path, problem))
+        return self._index(data["images"], lambda image: self._record(image, annotations_by_image, json_path))
+
+    def _record(self, image: dict, annotations_by_image: dict[object, list[dict]], json_path: Path) -> SampleRecord:
+        file_name = image.get("file_name") if isinstance(image, dict) else None
+        if not isinstance(file_name, str):
+            raise BadSampleError(json_path, f"image entry {image!r}: needs an 'id' and a 'file_name'")
+        annotations = annotations_by_image.get(image.get("id"), [])
+        context = f"image {file_name}"
+        image_path = self.root / file_name
+        if not image_path.is_file():
+            raise BadSampleError(image_path, f"image file not found (listed in {json_path})")
+        size = self._size(image, image_path)
+        boxes, box_labels, _ = usable_objects(
+            json_path,
+            [annotation.get("category_id") for annotation in annotations],
+            np.array([_xyxy(annotation, json_path, context) for annotation in annotations], np.float32).reshape(-1, 4),
+            size,
+            self._class_index,
+            self.bad_samples,
+            context=context,
+        )
+        if self.multi_label:
+            target = np.zeros(self.num_classes, np.float32)
+            target[box_labels] = 1.0
+        else:
+            if not len(boxes):
+                raise BadSampleError(json_path, f"{context}: no annotations, so no label (or set multi_label)")
+            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            target = int(box_labels[np.argmax(areas)])
+            boxes, box_labels = boxes[box_labels == target], box_labels[box_labels == target]
+        return SampleRecord(str(image_path), file_name, target, boxes, box_labels, size)
+
+    @staticmethod
+    def _size(image: dict, image_path: Path) -> Size:
+        """(width, height) from the JSON, or from the image file when the JSON lacks them."""
+        width, height = image.get("width"), image.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+            return width, height
+        return image_size(image_path)

@@ -1,0 +1,172 @@
+"""ImageNet ILSVRC 2012: class folders for training, val images with boxes for localization (single-label).
+
+Expected layout under `root`, flat or as the ILSVRC / Kaggle download has it::
+
+    LOC_synset_mapping.txt                 "<wnid> <names>" per line; line order is the class order timm uses
+    train/<wnid>/*.JPEG                    or Data/CLS-LOC/train/<wnid>/, ILSVRC/Data/CLS-LOC/train/<wnid>/
+    val/*.JPEG                             or Data/CLS-LOC/val/, ILSVRC/Data/CLS-LOC/val/
+    Annotations/CLS-LOC/val/<image>.xml    or ILSVRC/Annotations/CLS-LOC/val/: PASCAL-style, <name> is the wnid
+    LOC_val_solution.csv                   ImageId,PredictionString ("wnid xmin ymin xmax ymax", repeated)
+
+Class names are the mapping's text after the wnid. Val boxes come from the XML files when their folder exists and
+from the CSV otherwise (`val_boxes` picks one); coordinates are kept as written. A val image's label is the class of
+its boxes, which must agree. Train images carry no boxes (the train XMLs are not read). "test" is served by val:
+ILSVRC's test labels are not public.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.data.images import (
+    NO_BOX_LABELS,
+    NO_BOXES,
+    BadSampleError,
+    FileSource,
+    OnBadSample,
+    SampleRecord,
+    Size,
+    image_files,
+    image_size,
+    usable_objects,
+)
+from pipeline.data.voc import read_voc_xml
+
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+VAL_SOLUTION = "LOC_val_solution.csv"
+_IMAGE_DIRS = ("{split}", "Data/CLS-LOC/{split}", "ILSVRC/Data/CLS-LOC/{split}")
+_VAL_XML_DIRS = ("Annotations/CLS-LOC/val", "ILSVRC/Annotations/CLS-LOC/val")
+_CSV_FIELDS_PER_BOX = 5  # wnid xmin ymin xmax ymax
+
+# image file -> (annotation file, wnid of each box, (n, 4) boxes, image size)
+ValBoxReader = Callable[[Path], tuple[Path, list[str], np.ndarray, Size]]
+
+
+def read_synset_mapping(path: Path) -> tuple[list[str], list[str]]:
+    """(wnids, class names) in file order from LOC_synset_mapping.txt."""
+    if not path.is_file():
+        raise FileNotFoundError(f"ImageNetSource: {path} not found; it gives the class order ('<wnid> <names>' lines)")
+    wnids, names = [], []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        wnid, _, name = line.strip().partition(" ")
+        if not (wnid.startswith("n") and wnid[1:].isdigit()):
+            raise ValueError(f"{path}:{line_number}: expected '<wnid> <names>', got {line!r}")
+        if wnid in wnids:
+            raise ValueError(f"{path}:{line_number}: synset {wnid} is listed twice")
+        wnids.append(wnid)
+        names.append(name.strip() or wnid)
+    if not wnids:
+        raise ValueError(f"{path}: no synsets listed")
+    return wnids, names
+
+
+class ImageNetSource(FileSource):
+    """ImageNet ILSVRC 2012 classification with val boxes (see the module docstring for the layout).
+
+    Args:
+        root: the folder holding LOC_synset_mapping.txt and the images.
+        val_boxes: where val boxes come from: "xml" (Annotations/CLS-LOC/val), "csv" (LOC_val_solution.csv), or
+            "auto": the XML folder if there is one, else the CSV.
+        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+    """
+
+    layout = "the ImageNet folder holding LOC_synset_mapping.txt, train/<wnid>/ and val/ (or ILSVRC/Data/CLS-LOC/)"
+    split_aliases = {"test": "val"}
+
+    def __init__(
+        self,
+        root: str | Path,
+        val_boxes: Literal["auto", "xml", "csv"] = "auto",
+        on_bad_sample: OnBadSample = "error",
+    ):
+        super().__init__(root, on_bad_sample)
+        self.val_boxes = val_boxes
+        self.wnids, self.class_names = read_synset_mapping(self.root / SYNSET_MAPPING)
+        self._class_index = {wnid: index for index, wnid in enumerate(self.wnids)}
+
+    def _records(self, split: str) -> list[SampleRecord]:
+        image_dir = self._find_dir([pattern.format(split=split) for pattern in _IMAGE_DIRS], f"{split} images")
+        if split == "train":
+            return self._index(image_files(image_dir, recursive=True), self._train_record)
+        read_boxes = self._val_box_reader()
+        return self._index(image_files(image_dir), lambda image_path: self._val_record(image_path, read_boxes))
+
+    def _find_dir(self, candidates: list[str], what: str) -> Path:
+        """The first of `candidates` (relative to root) that is a folder."""
+        for candidate in candidates:
+            if (self.root / candidate).is_dir():
+                return self.root / candidate
+        raise FileNotFoundError(f"ImageNetSource: no {what} under {self.root}; expected one of {candidates}")
+
+    def _train_record(self, image_path: Path) -> SampleRecord:
+        wnid = image_path.parent.name
+        if wnid not in self._class_index:
+            raise BadSampleError(image_path, f"its folder {wnid!r} is not a synset in {SYNSET_MAPPING}")
+        return SampleRecord(str(image_path), image_path.stem, self._class_index[wnid], NO_BOXES, NO_BOX_LABELS)
+
+    def _val_record(self, image_path: Path, read_boxes: ValBoxReader) -> SampleRecord:
+        annotation_path, wnids, boxes, size = read_boxes(image_path)
+        boxes, box_labels, _ = usable_objects(
+            annotation_path, wnids, boxes, size, self._class_index, self.bad_samples, context=image_path.stem
+        )
+        labels = sorted(set(box_labels.tolist()))
+        if len(labels) != 1:
+            found = ", ".join(self.wnids[label] for label in labels) or "none"
+            raise BadSampleError(
+                annotation_path, f"{image_path.stem}: a val image needs boxes of exactly one class, found {found}"
+            )
+        return SampleRecord(str(image_path), image_path.stem, labels[0], boxes, box_labels, size)
+
+    def _val_box_reader(self) -> ValBoxReader:
+        """Read val boxes from the XML folder or the CSV, as `val_boxes` says."""
+        has_xml = any((self.root / xml_dir).is_dir() for xml_dir in _VAL_XML_DIRS)
+        if self.val_boxes == "xml" or (self.val_boxes == "auto" and has_xml):
+            xml_dir = self._find_dir(list(_VAL_XML_DIRS), "val XML annotations")
+            return lambda image_path: _xml_boxes(xml_dir / f"{image_path.stem}.xml", image_path)
+        csv_path = self.root / VAL_SOLUTION
+        if not csv_path.is_file():
+            raise FileNotFoundError(
+                f"ImageNetSource: no val boxes under {self.root}; expected {VAL_SOLUTION} or one of {_VAL_XML_DIRS}"
+            )
+        rows = _read_val_solution(csv_path)
+        return lambda image_path: _csv_boxes(rows, csv_path, image_path)
+
+
+def _xml_boxes(annotation_path: Path, image_path: Path) -> tuple[Path, list[str], np.ndarray, Size]:
+    """An image's boxes from its CLS-LOC XML."""
+    annotation = read_voc_xml(annotation_path)
+    boxes = np.array([obj.box for obj in annotation.objects], np.float32).reshape(-1, 4)
+    return annotation_path, [obj.name for obj in annotation.objects], boxes, annotation.size or image_size(image_path)
+
+
+def _read_val_solution(csv_path: Path) -> dict[str, str]:
+    """ImageId -> PredictionString from LOC_val_solution.csv (parsed per image, so a bad row skips one image)."""
+    with csv_path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+            raise ValueError(f"{csv_path}: expected the header ImageId,PredictionString, got {reader.fieldnames}")
+        return {row["ImageId"]: row["PredictionString"] or "" for row in reader}
+
+
+def _csv_boxes(rows: dict[str, str], csv_path: Path, image_path: Path) -> tuple[Path, list[str], np.ndarray, Size]:
+    """An image's boxes from its LOC_val_solution.csv row; the size comes from the image's header."""
+    if image_path.stem not in rows:
+        raise BadSampleError(csv_path, f"no row for image {image_path.stem}")
+    fields = rows[image_path.stem].split()
+    starts = range(0, len(fields), _CSV_FIELDS_PER_BOX)
+    try:
+        if len(fields) % _CSV_FIELDS_PER_BOX:
+            raise ValueError(f"{len(fields)} fields")
+        boxes = np.array([fields[i + 1 : i + _CSV_FIELDS_PER_BOX] for i in starts], np.float32).reshape(-1, 4)
+    except ValueError as error:
+        raise BadSampleError(
+            csv_path, f"row {image_path.stem}: PredictionString is not 'wnid xmin ymin xmax ymax'... ({error})"
+        ) from None
+    return csv_path, fields[::_CSV_FIELDS_PER_BOX], boxes, image_size(image_path)
