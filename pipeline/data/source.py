@@ -8,10 +8,10 @@ coordinates. Transforms (resize, augmentation, normalization) happen later, in `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing_extensions import NotRequired, TypedDict
 
 import numpy as np
 from torch.utils.data import Dataset
+from typing_extensions import NotRequired, TypedDict
 
 SPLITS = ("train", "val", "test")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from pipeline.explain._vit import check_explainable
 from pipeline.explain.agcam import AGCAM
 from pipeline.explain.base import Explainer
 from pipeline.explain.grad_rollout import GradientRollout
@@ -39,6 +40,7 @@ __all__ = [
     "GradientRollout",
     "TransformerAttribution",
     "build_explainer",
+    "check_explainable",
     "image_to_uint8",
     "render_overlay",
     "save_png",

@@ -1,0 +1,42 @@
+"""The `agcam` command: LightningCLI's fit / validate / test / predict over ViTClassifier and ViTDataModule."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning.cli import LightningCLI
+
+from pipeline.data.datamodule import ViTDataModule
+from pipeline.model import ViTClassifier
+from pipeline.summary import WANDB_ID_KEY, RunSummary
+
+
+class AgcamCLI(LightningCLI):
+    """Links what model and data share, and resumes the W&B run of a `--ckpt_path`."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for shared in ("num_classes", "multi_label", "class_names"):
+            parser.link_arguments(f"data.{shared}", f"model.{shared}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        logger = config.trainer.logger
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or not isinstance(logger, dict) or not str(logger.get("class_path")).endswith("WandbLogger"):
+            return
+        init_args = logger.setdefault("init_args", {})
+        if init_args.get("id") is None:
+            run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(WANDB_ID_KEY)
+            if run_id is not None:
+                init_args["id"] = run_id
+                init_args["resume"] = "allow"
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of `agcam` and `python -m pipeline`; tests call it with an argument list."""
+    AgcamCLI(
+        ViTClassifier,
+        ViTDataModule,
+        args=args,
+        trainer_defaults={"callbacks": [RunSummary()]},
+        save_config_kwargs={"overwrite": True},
+    )

@@ -1,0 +1,103 @@
+"""Image, boxes and masks transformed together: the one module that imports albumentations.
+
+Training augmentation moves boxes and masks with the image (albumentations targets). Evaluation resizes
+to the model's input and scales boxes exactly as the localization protocol does: x -> int(x / width * W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+import torch
+
+from pipeline.data.source import RawSample
+
+
+@dataclass
+class Augmentation:
+    """Training augmentation, set from YAML.
+
+    Args:
+        crop_scale: area range of the random resized crop, as fractions of the image.
+        hflip: flip left-right with probability 0.5.
+        color_jitter: brightness/contrast/saturation strength (0 turns it off).
+        hue_jitter: hue shift range in [0, 0.5]; keep 0 where colour identifies the class (the shapes data).
+    """
+
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    hflip: bool = True
+    color_jitter: float = 0.2
+    hue_jitter: float = 0.0
+
+
+def scale_boxes(boxes: np.ndarray, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
+    """Boxes from an image of (height, width) to target (H, W) as the protocol does: int(x / width * W)."""
+    (height, width), (target_h, target_w) = source_size, target_size
+    factors = np.array([target_w / width, target_h / height, target_w / width, target_h / height])
+    return np.trunc(boxes.astype(np.float64) * factors).astype(np.float32)
+
+
+class SampleTransform:
+    """RawSample -> model-ready tensors: image (3, H, W) normalized, boxes (n, 4) at input resolution, mask.
+
+    Args:
+        image_size: the model's input (H, W).
+        mean: per-channel normalization mean (the timm model's pretrained config).
+        std: per-channel normalization std.
+        augmentation: training augmentation, or None for evaluation (resize + normalize only).
+        seed: seed of the augmentation's random state (DataLoader workers re-seed it; see `reseed`).
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augmentation: Augmentation | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.image_size = tuple(image_size)
+        self.augmentation = augmentation
+        normalize = A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)
+        if augmentation is None:
+            self.pipeline = A.Compose([A.Resize(*self.image_size), normalize])
+            return
+        steps = [A.RandomResizedCrop(size=self.image_size, scale=augmentation.crop_scale)]
+        if augmentation.hflip:
+            steps.append(A.HorizontalFlip(p=0.5))
+        if augmentation.color_jitter or augmentation.hue_jitter:
+            strength = augmentation.color_jitter
+            steps.append(A.ColorJitter(strength, strength, strength, augmentation.hue_jitter, p=0.8))
+        steps.append(normalize)
+        # Boxes use inclusive pixel ends; albumentations' pascal_voc is half-open, hence the +1 / -1 around it.
+        boxes = A.BboxParams(format="pascal_voc", label_fields=["box_labels"], clip=True, min_visibility=0.2)
+        self.pipeline = A.Compose(steps, bbox_params=boxes, seed=seed)
+
+    def reseed(self, seed: int) -> None:
+        """Give this copy (e.g. in a DataLoader worker) its own augmentation random state."""
+        self.pipeline.set_random_seed(seed)
+
+    def __call__(self, sample: RawSample) -> dict:
+        image, boxes, box_labels = sample["image"], sample["boxes"], sample["box_labels"]
+        extra = {"mask": sample["mask"]} if "mask" in sample else {}
+        if self.augmentation is None:
+            out = self.pipeline(image=image, **extra)
+            boxes = scale_boxes(boxes, image.shape[:2], self.image_size)
+        else:
+            half_open = boxes + np.array([0, 0, 1, 1], np.float32)
+            out = self.pipeline(image=image, bboxes=half_open, box_labels=box_labels, **extra)
+            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4) - np.array([0, 0, 1, 1], np.float32)
+            box_labels = np.asarray(out["box_labels"], np.int64)
+        transformed = {
+            "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
+            "target": torch.as_tensor(sample["target"]),
+            "boxes": torch.from_numpy(boxes),
+            "box_labels": torch.as_tensor(box_labels, dtype=torch.int64),
+            "image_id": sample["image_id"],
+        }
+        if extra:
+            transformed["mask"] = torch.from_numpy(np.ascontiguousarray(out["mask"]))
+        return transformed

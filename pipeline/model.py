@@ -1,0 +1,181 @@
+"""ViTClassifier: a LightningModule holding a plain timm ViT, trained single- or multi-label."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import resolve_model_data_config
+from timm.optim import create_optimizer_v2
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy, MultilabelAveragePrecision
+
+from pipeline.explain import check_explainable
+
+
+def create_vit(
+    model_name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    weights_path: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> torch.nn.Module:
+    """A timm ViT by name, validated for explanation, with hub or local weights when asked.
+
+    Raises a clear error for an unknown name, a model without a class token, or a missing weights file,
+    before anything is downloaded or trained.
+    """
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models("*vit*") + timm.list_models("deit*"), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown timm model {model_name!r}.{hint} See timm.list_models('vit_*') / ('deit*').")
+    overlay = None
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise FileNotFoundError(
+                f"weights_path {weights_path!r} does not exist; give a .safetensors/.pth state dict or unset it."
+            )
+        overlay = {"file": str(weights_path)}  # timm loads it like hub weights, re-initializing a different head
+    model = timm.create_model(
+        model_name,
+        pretrained=pretrained or weights_path is not None,
+        pretrained_cfg_overlay=overlay,
+        num_classes=num_classes,
+        **(model_kwargs or {}),
+    )
+    try:
+        check_explainable(model)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{model_name!r} cannot be explained: {error}") from error
+    return model
+
+
+class ViTClassifier(pl.LightningModule):
+    """Fine-tune (or train from scratch) a timm ViT; the explanation lives in LocalizationCallback.
+
+    Args:
+        model_name: timm model name, e.g. "vit_small_patch16_224" or "deit_tiny_patch16_224".
+        num_classes: size of the head; linked from the data module in the CLI.
+        multi_label: BCE-with-logits over independent classes (Pascal VOC) instead of cross-entropy.
+        class_names: names of the classes (linked from the data; stored in checkpoints and explained exports).
+        pretrained: load timm's hub weights (downloads; never in the default config).
+        weights_path: a local weights file to start from instead of the hub.
+        model_kwargs: extra timm constructor arguments (img_size, patch_size, embed_dim, depth, num_heads, ...).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (norms, biases and embeddings excluded, as timm does).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed) before the cosine decay.
+        min_lr_ratio: the cosine decays to lr * min_lr_ratio.
+        label_smoothing: cross-entropy label smoothing (single-label only).
+        layer_decay: layer-wise learning-rate decay factor (e.g. 0.75 for fine-tuning); None turns it off.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "vit_tiny_patch16_224",
+        num_classes: int = 1000,
+        multi_label: bool = False,
+        class_names: list[str] | None = None,
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.01,
+        label_smoothing: float = 0.0,
+        layer_decay: float | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        self.save_hyperparameters()
+        self.model = create_vit(model_name, num_classes, pretrained, weights_path, model_kwargs)
+        self.train_accuracy, self.val_accuracy, self.test_accuracy = (self._accuracy() for _ in range(3))
+        self.val_map = MultilabelAveragePrecision(num_classes) if multi_label else None
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """Input size, mean and std the model expects (timm's pretrained config, at the size it was built for)."""
+        config = resolve_model_data_config(self.model)
+        config["input_size"] = (self.model.patch_embed.proj.in_channels, *self.model.patch_embed.img_size)
+        return config
+
+    def setup(self, stage: str) -> None:
+        data_classes = getattr(self.trainer.datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.hparams.num_classes:
+            raise ValueError(
+                f"The model has num_classes={self.hparams.num_classes} but the data has {data_classes} classes; "
+                "let the CLI link them (do not set model.num_classes) or make them equal."
+            )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self._loss(logits, batch["target"])
+        self.train_accuracy(logits, batch["target"].long())
+        batch_size = len(logits)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "val", self.val_accuracy)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "test", self.test_accuracy)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        logits = self(batch["image"])
+        probs = logits.sigmoid() if self.hparams.multi_label else logits.softmax(dim=-1)
+        return {"image_id": batch["image_id"], "probs": probs, "pred": probs.argmax(dim=-1)}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = create_optimizer_v2(
+            self.model, opt="adamw", lr=hp.lr, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay
+        )
+        total_steps = max(1, self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
+        warmup_steps = min(total_steps - 1, int(hp.warmup_epochs * steps_per_epoch))
+
+        def lr_factor(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / warmup_steps
+            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _evaluate(self, batch: dict, stage: str, accuracy: Metric) -> dict[str, torch.Tensor]:
+        """Loss and accuracy of a val/test batch; logits go to callbacks (the localization callback uses them)."""
+        logits = self(batch["image"])
+        batch_size = len(logits)
+        self.log(
+            f"{stage}/loss", self._loss(logits, batch["target"]), prog_bar=True, sync_dist=True, batch_size=batch_size
+        )
+        accuracy(logits, batch["target"].long())
+        self.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=batch_size)
+        if self.val_map is not None and stage == "val":
+            self.val_map(logits, batch["target"].long())
+            self.log("val/mAP", self.val_map, batch_size=batch_size)
+        return {"logits": logits.detach()}
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.hparams.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
+    def _accuracy(self) -> Metric:
+        num_classes = self.hparams.num_classes
+        if self.hparams.multi_label:
+            return MultilabelAccuracy(num_labels=num_classes)
+        return MulticlassAccuracy(num_classes=num_classes, average="micro")
