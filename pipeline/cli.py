@@ -11,24 +11,24 @@ from pipeline.summary import WANDB_ID_KEY, RunSummary
 
 
 class AgcamCLI(LightningCLI):
-    """Links what model and data share, and resumes the W&B run of a `--ckpt_path`."""
+    """Links what model and data share, and lets `fit --ckpt_path` go on in the checkpoint's W&B run."""
 
     def add_arguments_to_parser(self, parser) -> None:
         for shared in ("num_classes", "multi_label", "class_names"):
             parser.link_arguments(f"data.{shared}", f"model.{shared}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            return  # validate/test/predict from a checkpoint log to a run of their own
         config = self.config[self.subcommand]
-        logger = config.trainer.logger
-        ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or not isinstance(logger, dict) or not str(logger.get("class_path")).endswith("WandbLogger"):
+        logger, ckpt_path = config.trainer.logger, config.get("ckpt_path")
+        if not ckpt_path or not str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
             return
-        init_args = logger.setdefault("init_args", {})
-        if init_args.get("id") is None:
+        if logger.init_args.get("id") is None:
             run_id = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(WANDB_ID_KEY)
             if run_id is not None:
-                init_args["id"] = run_id
-                init_args["resume"] = "allow"
+                logger.init_args["id"] = run_id
+                logger.init_args["resume"] = "allow"
 
 
 def main(args: list[str] | None = None) -> None:

@@ -147,9 +147,10 @@ def test_explaining_leaves_the_model_as_it_found_it(method):
 def test_works_under_inference_mode_as_in_lightning_validation(method):
     model = tiny_vit()
     images = torch.randn(2, 3, 32, 32)
-    expected = build_explainer(method, model)(images)
+    target = torch.tensor([1, 3])
+    expected = build_explainer(method, model)(images, target)
     with torch.inference_mode():
-        inside = build_explainer(method, model)(images)
+        inside = build_explainer(method, model)(images.clone(), target.clone())  # inference tensors, as in Lightning
     assert torch.allclose(inside, expected)
 
 

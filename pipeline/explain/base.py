@@ -44,6 +44,8 @@ class Explainer(ABC):
         with explaining(self.model):
             # Lightning validates under inference_mode: such tensors cannot enter an autograd graph.
             images = images.clone() if images.is_inference() else images
+            if isinstance(target, torch.Tensor) and target.is_inference():
+                target = target.clone()
             images = images.to(next(self.model.parameters()).dtype)
             maps = self._explain(images, target)  # (B, K, P)
         rows, cols = patch_grid(self.model, images)

@@ -1,0 +1,107 @@
+"""`agcam fit` end to end on the shapes data: summary, offline W&B history, checkpoints, resume, bad configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import wandb
+from wandb_offline import history, metric_by_epoch
+
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO / "tests/configs/tiny.yaml")]
+
+
+def fit(tmp_path: Path, *extra: str) -> dict:
+    """Run `agcam fit` on the tiny config with W&B offline under tmp_path; return its summary.json."""
+    main(["fit", *BASE, "--trainer.logger.init_args.save_dir", str(tmp_path), *extra])
+    wandb.finish()  # flush the offline run file (a CLI process does this at exit)
+    summaries = sorted(tmp_path.glob("agcam/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(summaries[-1].read_text())
+
+
+@pytest.mark.slow
+def test_fit_writes_summary_checkpoints_and_offline_wandb_history(tmp_path, capsys):
+    summary = fit(tmp_path, "--trainer.max_epochs", "2")
+
+    assert summary["epochs"] == 2 and summary["global_step"] == 2 * 8  # 256 images / batch 32
+    assert Path(summary["last_checkpoint"]).is_file() and Path(summary["best_checkpoint"]).is_file()
+    metrics = summary["metrics"]
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    assert metrics["val/loc/agcam/cases"] + metrics["val/loc/agcam/skipped"] == 64  # every val image is one case
+    assert "val/loc/agcam/iou" in metrics or metrics["val/loc/agcam/cases"] == 0
+    assert "Run finished after 2 epochs" in capsys.readouterr().out
+
+    rows = history(Path(summary["wandb_run_dir"]))
+    assert set(metric_by_epoch(rows, "val/acc")) == {0, 1}
+    assert set(metric_by_epoch(rows, "val/loc/agcam/cases")) == {0, 1}
+    panels = [row for row in rows if "val/panel/agcam/count" in row]
+    assert [row["val/panel/agcam/count"] for row in panels] == [8, 8]  # the panel, once per epoch
+    assert all(row["val/panel/agcam/_type"] == "images/separated" for row in panels)
+    captions = [row["val/panel/agcam/captions"] for row in panels]
+    assert [c.split(":")[0] for c in captions[0]] == [c.split(":")[0] for c in captions[1]]  # the same images
+    assert any("train/loss" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_resume_continues_epoch_step_optimizer_scheduler_and_wandb_run(tmp_path):
+    first = fit(tmp_path, "--trainer.max_epochs", "1")
+    steps_per_epoch = first["global_step"]
+    resumed = fit(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", first["last_checkpoint"])
+
+    assert resumed["epochs"] == 2 and resumed["global_step"] == 2 * steps_per_epoch
+    # the resumed process trained the second epoch only: its own W&B records start at the checkpoint's step
+    first_id = Path(first["wandb_run_dir"]).name.split("-")[-1]
+    resumed_dir = Path(resumed["wandb_run_dir"])
+    assert resumed_dir != Path(first["wandb_run_dir"]) and resumed_dir.name.endswith(first_id)  # same W&B run id
+    resumed_rows = history(resumed_dir)
+    trained_steps = [row["trainer/global_step"] for row in resumed_rows if "train/loss" in row]
+    assert trained_steps and min(trained_steps) >= steps_per_epoch
+    assert set(metric_by_epoch(resumed_rows, "val/acc")) == {1}
+    # optimizer and scheduler state came back: AdamW counts steps per parameter, the schedule its steps;
+    # fresh ones would stand at one epoch's worth
+    checkpoint = torch.load(resumed["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2 * steps_per_epoch and checkpoint["wandb_run_id"] == first_id
+    optimizer_steps = {float(state["step"]) for state in checkpoint["optimizer_states"][0]["state"].values()}
+    assert optimizer_steps == {2.0 * steps_per_epoch}
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 2 * steps_per_epoch
+
+
+@pytest.mark.slow
+def test_csv_logger_instead_of_wandb_writes_metrics_and_panel_pngs(tmp_path):
+    csv_config = tmp_path / "csv.yaml"
+    csv_config.write_text(
+        "trainer:\n  logger:\n    class_path: pytorch_lightning.loggers.CSVLogger\n"
+        f"    init_args:\n      save_dir: {tmp_path}\n      name: csvrun\n"
+    )
+    main(["fit", *BASE, "--config", str(csv_config)])
+    (metrics_file,) = tmp_path.glob("csvrun/version_0/metrics.csv")
+    header = metrics_file.read_text().splitlines()[0].split(",")
+    assert {"val/loc/agcam/cases", "val/loc/agcam/skipped", "val/acc"} <= set(header)
+    pngs = sorted(tmp_path.glob("csvrun/version_0/panels/val-epoch000/agcam/*.png"))
+    assert len(pngs) == 8
+    assert not list(tmp_path.glob("wandb"))
+
+
+def test_unknown_model_name_fails_before_training_with_a_suggestion(tmp_path):
+    with pytest.raises(ValueError, match="Unknown timm model 'vit_tiny_patch16_2244'.*vit_tiny_patch16_224"):
+        main(["fit", *BASE, "--model.model_name", "vit_tiny_patch16_2244", "--trainer.logger", "false"])
+
+
+def test_a_model_that_is_not_a_class_token_vit_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="'resnet18' cannot be explained.*VisionTransformer"):
+        main(["fit", *BASE, "--model.model_name=resnet18", "--model.model_kwargs={}", "--trainer.logger=false"])
+
+
+def test_missing_local_weights_file_is_named(tmp_path):
+    missing = tmp_path / "weights.safetensors"
+    with pytest.raises(FileNotFoundError, match="weights.safetensors"):
+        main(["fit", *BASE, "--model.weights_path", str(missing), "--trainer.logger", "false"])
+
+
+def test_unreadable_config_key_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", *BASE, "--model.learning_rate", "0.1"])
+    assert "learning_rate" in capsys.readouterr().err
