@@ -92,6 +92,11 @@ class ViTClassifier(pl.LightningModule):
         layer_decay: float | None = None,
     ) -> None:
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(
+                f"num_classes must be >= 1, got {num_classes}: for unlabelled images (predict on a folder) give "
+                "the data source the checkpoint's class_names"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
         self.save_hyperparameters()

@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 WANDB_ID_KEY = "wandb_run_id"
+VALIDATION_KEY = "last_validation"
 
 
 def run_folder(trainer: pl.Trainer) -> Path:
@@ -27,14 +28,54 @@ def wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
 
 
+def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
+    """What the latest validation measured and on what data, so an explained checkpoint can carry it.
+
+    Returns:
+        epoch, global_step, metrics (every finite `val/` scalar by its logged name), dataset (source name, root,
+        split, image count), input (image_size, mean, std fed to the model) and explainer (methods, threshold of
+        the LocalizationCallback; None without one).
+    """
+    from pipeline.callbacks import LocalizationCallback  # imported here: pipeline.callbacks imports this module
+
+    metrics = {
+        name: float(value)
+        for name, value in sorted(trainer.callback_metrics.items())
+        if name.startswith("val/") and not math.isnan(float(value))
+    }
+    datamodule = trainer.datamodule
+    source = getattr(datamodule, "source", None)
+    val_set = getattr(datamodule, "datasets", {}).get("val")
+    input_config = getattr(datamodule, "input_config", None)
+    localization = next((cb for cb in trainer.callbacks if isinstance(cb, LocalizationCallback)), None)
+    return {
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "metrics": metrics,
+        "dataset": {
+            "name": type(source).__name__ if source is not None else None,
+            "root": str(source.root) if hasattr(source, "root") else None,
+            "split": "val",
+            "images": len(val_set) if val_set is not None else None,
+        },
+        "input": None
+        if input_config is None
+        else {"image_size": list(input_config[0]), "mean": list(input_config[1]), "std": list(input_config[2])},
+        "explainer": None
+        if localization is None
+        else {"methods": list(localization.methods), "threshold": localization.threshold},
+    }
+
+
 class RunSummary(pl.Callback):
-    """At the end of fit: epochs, final metrics by name, checkpoint and W&B paths (and the W&B run id in
-    every checkpoint, so `--ckpt_path` resumes the same W&B run)."""
+    """At the end of fit: epochs, final metrics by name, checkpoint and W&B paths. Every checkpoint also gets the
+    W&B run id (so `--ckpt_path` resumes the same W&B run) and its last validation (for `agcam export`)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         logger = wandb_logger(trainer)
         if logger is not None:
             checkpoint[WANDB_ID_KEY] = logger.version
+        checkpoint[VALIDATION_KEY] = last_validation(trainer)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -62,6 +103,8 @@ class RunSummary(pl.Callback):
             "run_folder": str(run_folder(trainer)),
             "wandb_run_dir": str(Path(logger.experiment.dir).parent) if logger is not None else None,
             "skipped_samples": getattr(datamodule, "skipped_samples", 0),
+            "skipped_annotations": len(getattr(getattr(datamodule, "source", None), "skipped", [])),
+            "clipped_boxes": len(getattr(getattr(datamodule, "source", None), "clipped", [])),
         }
 
 
@@ -75,7 +118,11 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
     lines.append(f"  last checkpoint: {summary['last_checkpoint']}")
     if summary["wandb_run_dir"]:
         lines.append(f"  W&B offline run: {summary['wandb_run_dir']}  (upload later with `wandb sync`)")
-    if summary["skipped_samples"]:
-        lines.append(f"  skipped unreadable samples: {summary['skipped_samples']}")
+    if summary["skipped_samples"] or summary["skipped_annotations"] or summary["clipped_boxes"]:
+        lines.append(
+            f"  bad input: {summary['skipped_samples']} unreadable images skipped, "
+            f"{summary['skipped_annotations']} samples/boxes dropped while indexing, "
+            f"{summary['clipped_boxes']} boxes clipped"
+        )
     lines.append(f"  summary: {path}")
     return "\n".join(lines)

@@ -15,6 +15,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 DATA_DIR = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def close_wandb_run():
+    """A W&B run left open would be reused by the next WandbLogger in this process."""
+    yield
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict:
     """The official-code reference arrays (see tests/data/README.md)."""

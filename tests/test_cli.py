@@ -1,6 +1,7 @@
 """`agcam fit` end to end on the shapes data: summary, offline W&B history, checkpoints, resume, bad configs."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ def test_resume_continues_epoch_step_optimizer_scheduler_and_wandb_run(tmp_path)
     # the resumed process trained the second epoch only: its own W&B records start at the checkpoint's step
     first_id = Path(first["wandb_run_dir"]).name.split("-")[-1]
     resumed_dir = Path(resumed["wandb_run_dir"])
-    assert resumed_dir != Path(first["wandb_run_dir"]) and resumed_dir.name.endswith(first_id)  # same W&B run id
+    assert resumed_dir != Path(first["wandb_run_dir"])
+    assert re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{first_id}(-\d+)?", resumed_dir.name)  # the same W&B run id
     resumed_rows = history(resumed_dir)
     trained_steps = [row["trainer/global_step"] for row in resumed_rows if "train/loss" in row]
     assert trained_steps and min(trained_steps) >= steps_per_epoch

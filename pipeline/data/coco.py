@@ -75,6 +75,7 @@ class COCOSource(FileSource):
     """
 
     layout = "the folder that the JSON's image file_names are relative to"
+    root_argument = "image_root"
 
     def __init__(
         self,

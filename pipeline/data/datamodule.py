@@ -122,7 +122,13 @@ class ViTDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.input_config = image_size, mean, std = self._input_config()
-        for split in SPLITS:
+        stage_splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": (self.predict_split,),
+        }
+        for split in stage_splits.get(stage, SPLITS):  # only what the stage needs: VOC 2012 has no test split
             if split not in self.datasets:
                 augmentation = self.augmentation if split == "train" else None
                 transform = SampleTransform(image_size, mean, std, augmentation, seed=self.seed)

@@ -313,13 +313,16 @@ class FileSource(ImageSource):
     """
 
     layout: str = "the dataset folder"
+    root_argument: str = "root"  # the constructor argument that names the folder, for error messages
     splits: tuple[str, ...] = SPLITS
     split_aliases: Mapping[str, str] = {}  # a split served by another, e.g. {"test": "val"}
 
     def __init__(self, root: str | Path, on_bad_sample: OnBadSample = "error"):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{type(self).__name__}: {self.root} is not a folder; set root to {self.layout}")
+            raise FileNotFoundError(
+                f"{type(self).__name__}: {self.root} is not a folder; set {self.root_argument} to {self.layout}"
+            )
         self.bad_samples = BadSamplePolicy(on_bad_sample)
         self._datasets: dict[str, RawSampleDataset] = {}
 
