@@ -1,10 +1,14 @@
-"""The `agcam` command: LightningCLI's fit / validate / test / predict over ViTClassifier and ViTDataModule."""
+"""The `agcam` command: LightningCLI's fit / validate / test / predict over ViTClassifier and ViTDataModule, and the
+export / explain / evaluate commands of pipeline.commands."""
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from pytorch_lightning.cli import LightningCLI
 
+from pipeline.commands import COMMANDS, run_command
 from pipeline.data.datamodule import ViTDataModule
 from pipeline.model import ViTClassifier
 from pipeline.summary import WANDB_ID_KEY, RunSummary
@@ -33,6 +37,12 @@ class AgcamCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of `agcam` and `python -m pipeline`; tests call it with an argument list."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        exit_code = run_command(argv)
+        if exit_code:
+            raise SystemExit(exit_code)
+        return
     AgcamCLI(
         ViTClassifier,
         ViTDataModule,

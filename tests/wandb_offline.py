@@ -6,6 +6,7 @@ reassembled chunk is a wandb `Record` protobuf. wandb 0.31 ships no public reade
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -40,15 +41,24 @@ def read_records(path: Path) -> list:
     return records
 
 
+def finished_records(run_file: Path, timeout: float = 60.0) -> list:
+    """The run's records once its `exit` record is on disk: wandb's writer may still be flushing after finish()."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(run_file)
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def history(run_dir: Path) -> list[dict]:
-    """Every `wandb.log` row of the offline run in `run_dir` (an `offline-run-*` folder), as dicts."""
+    """Every `wandb.log` row of the finished offline run in `run_dir` (an `offline-run-*` folder), as dicts."""
     (run_file,) = Path(run_dir).glob("run-*.wandb")
     rows = []
-    for record in read_records(run_file):
+    for record in finished_records(run_file):
         if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            )
+            items = record.history.item
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
     return rows
 
 
