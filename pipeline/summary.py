@@ -24,6 +24,21 @@ def run_folder(trainer: pl.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
+    """(best, last): the monitored checkpoint's best file, and the newest file any checkpoint callback wrote.
+
+    Lightning 2.6 rewrites a monitored callback's `last.ckpt` only in epochs that improve the metric, so the
+    configs save `last.ckpt` with a second, monitor-free callback; the newest file is the last state either way.
+    """
+    callbacks = trainer.checkpoint_callbacks
+    best = next((cb.best_model_path for cb in callbacks if cb.monitor and cb.best_model_path), None)
+    written = [
+        path for cb in callbacks for path in (cb.best_model_path, cb.last_model_path) if path and Path(path).is_file()
+    ]
+    last = max(written, key=lambda path: Path(path).stat().st_mtime_ns) if written else None
+    return best, last
+
+
 def wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
 
@@ -91,15 +106,15 @@ class RunSummary(pl.Callback):
             name: value.item() if isinstance(value, torch.Tensor) else value
             for name, value in sorted(trainer.callback_metrics.items())
         }
-        checkpoint = trainer.checkpoint_callback
+        best, last = checkpoint_paths(trainer)
         logger = wandb_logger(trainer)
         datamodule = trainer.datamodule
         return {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "metrics": {name: value for name, value in metrics.items() if not math.isnan(value)},
-            "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
-            "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+            "best_checkpoint": best,
+            "last_checkpoint": last,
             "run_folder": str(run_folder(trainer)),
             "wandb_run_dir": str(Path(logger.experiment.dir).parent) if logger is not None else None,
             "skipped_samples": getattr(datamodule, "skipped_samples", 0),

@@ -28,7 +28,9 @@ def test_fit_writes_summary_checkpoints_and_offline_wandb_history(tmp_path, caps
     summary = fit(tmp_path, "--trainer.max_epochs", "2")
 
     assert summary["epochs"] == 2 and summary["global_step"] == 2 * 8  # 256 images / batch 32
-    assert Path(summary["last_checkpoint"]).is_file() and Path(summary["best_checkpoint"]).is_file()
+    assert Path(summary["last_checkpoint"]).name == "last.ckpt" and Path(summary["best_checkpoint"]).is_file()
+    last = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert last["global_step"] == summary["global_step"]  # the final state, whichever epoch was best
     metrics = summary["metrics"]
     assert 0.0 <= metrics["val/acc"] <= 1.0
     assert metrics["val/loc/agcam/cases"] + metrics["val/loc/agcam/skipped"] == 64  # every val image is one case

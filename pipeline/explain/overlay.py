@@ -56,9 +56,10 @@ def render_overlay(
             cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), color, thickness)
     if caption:
         scale = max(0.3, min(image.shape[:2]) / 400)
-        origin = (2, int(14 * scale) + 2)
-        cv2.putText(picture, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(picture, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        (_, text_height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness + 2)
+        origin = (2, text_height + 2)  # the text's baseline, so its top stays inside the picture
+        for color, width in (((0, 0, 0), thickness + 2), ((255, 255, 255), thickness)):  # outlined for contrast
+            cv2.putText(picture, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, width, cv2.LINE_AA)
     return picture
 
 
