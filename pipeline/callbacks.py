@@ -24,6 +24,11 @@ class Cases:
     boxes: list[list[torch.Tensor]]  # [b][k] -> (n, 4) boxes of that class
     unboxed: int  # real cases without any box of their class (not scored)
 
+    @property
+    def scored_boxes(self) -> list[torch.Tensor]:
+        """The boxes of the valid cases, in the order of `maps[valid]`."""
+        return [boxes for row, keep in zip(self.boxes, self.valid.tolist()) for boxes, k in zip(row, keep) if k]
+
 
 def build_cases(batch: dict, logits: torch.Tensor, multi_label: bool) -> Cases:
     """Single-label: one case per image, its label. Multi-label: one case per (image, present class) (SPEC.md)."""
@@ -145,14 +150,13 @@ class LocalizationCallback(pl.Callback):
         cases = build_cases(batch, logits, self.multi_label)
         self.unboxed.update(cases.unboxed)
         valid = cases.valid
-        case_boxes = [boxes for row, keep in zip(cases.boxes, valid.tolist()) for boxes, k in zip(row, keep) if k]
         case_masks = self._case_masks(batch, cases) if self.use_masks else None
         panel_maps = {}
         for method, explainer in self.explainers.items():
             maps = explainer(images, cases.targets)  # (B, K, gh, gw)
             self.localization[method].update(
                 maps[valid],
-                None if self.use_masks else case_boxes,
+                None if self.use_masks else cases.scored_boxes,
                 cases.correct[valid],
                 image_size=tuple(images.shape[-2:]),
                 masks=case_masks,

@@ -109,8 +109,7 @@ def evaluate(
         on_device["target"] = batch["target"].to(device)
         cases = build_cases({**batch, **on_device}, model.logits(images), model.multi_label)
         unboxed += cases.unboxed
-        valid = cases.valid
-        case_boxes = [boxes for row, keep in zip(cases.boxes, valid.tolist()) for boxes, k in zip(row, keep) if k]
+        valid, case_boxes = cases.valid, cases.scored_boxes
         for method, explainer in explainers.items():
             maps = explainer(images, cases.targets)  # (B, K, gh, gw)
             localization[method].update(maps[valid], case_boxes, cases.correct[valid], image_size=image_size)
