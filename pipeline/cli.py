@@ -49,4 +49,5 @@ def main(args: list[str] | None = None) -> None:
         args=args,
         trainer_defaults={"callbacks": [RunSummary()]},
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": f"Explained checkpoints: agcam {{{','.join(COMMANDS)}}} --help"},
     )
