@@ -1,5 +1,9 @@
 """Transforms move boxes with the image; evaluation boxes are scaled by the protocol; batches keep box lists."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +109,18 @@ def test_workers_draw_different_augmentations():
         transform.reseed(seed)
         draws.append(transform(sample)["image"])
     assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+
+
+def test_importing_the_data_package_opens_no_network_connection():
+    """albumentations checks PyPI for updates at import unless told not to: nothing may reach the network."""
+    probe = (
+        "import socket\n"
+        "def refuse(self, address): raise SystemExit(f'network connection attempted: {address}')\n"
+        "socket.socket.connect = refuse\n"
+        "import pipeline.data, pipeline.data.transforms\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", probe], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -6,12 +6,15 @@ to the model's input and scales boxes exactly as the localization protocol does:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import albumentations as A
-import numpy as np
-import torch
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import otherwise
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from pipeline.data.source import RawSample
 
