@@ -1,6 +1,7 @@
 """What the LocalizationCallback costs: one validation epoch with and without it, side by side in one run.
 
     python scripts/bench_callback.py                       # the default synthetic config, random init
+    python scripts/bench_callback.py --quick               # 4 validation batches, one timed epoch
     python scripts/bench_callback.py --ckpt_path RUN/checkpoints/last.ckpt --out bench_callback.json
 
 Prints a table of median wall times (after a warm-up epoch) and the ratios to plain validation; the target is
@@ -39,8 +40,10 @@ def build(config: Path, overrides: list[str]) -> tuple[ViTClassifier, ViTDataMod
     return cli.model, cli.datamodule
 
 
-def time_validation(model, data, methods: list[str] | None, repeats: int, root: str) -> list[float]:
-    """Wall time of `repeats` validation epochs after one warm-up epoch."""
+def time_validation(
+    model: ViTClassifier, data: ViTDataModule, methods: list[str] | None, repeats: int, root: str, batches: int | None
+) -> list[float]:
+    """Wall time of `repeats` validation epochs (of at most `batches` batches) after one warm-up epoch."""
     callbacks = [LocalizationCallback(methods=methods, panel_size=8)] if methods else []
     trainer = pl.Trainer(
         accelerator="auto",
@@ -50,6 +53,7 @@ def time_validation(model, data, methods: list[str] | None, repeats: int, root: 
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=root,
+        limit_val_batches=batches,
     )
     times = []
     for run in range(repeats + 1):
@@ -67,9 +71,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "configs/synthetic.yaml")
     parser.add_argument("--ckpt_path", help="a Lightning checkpoint to load (default: the config's random init)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one timed epoch over 4 validation batches (seconds)")
     parser.add_argument("--override", nargs="*", default=[], help="extra CLI overrides, e.g. --data.batch_size=128")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
+        args.override = [*args.override, "--data.eval_batch_size=64"]
 
     model, data = build(args.config, ["--trainer.logger=false", *args.override])
     if args.ckpt_path:
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as root:
         for name, methods in VARIANTS.items():
-            results[name] = statistics.median(time_validation(model, data, methods, args.repeats, root))
+            batches = 4 if args.quick else None
+            results[name] = statistics.median(time_validation(model, data, methods, args.repeats, root, batches))
     plain = results["plain validation"]
     report = {
         "config": str(args.config),
