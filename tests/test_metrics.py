@@ -290,6 +290,12 @@ class TestABPC:
         assert set(model.modes_seen) == {(False, False)}
         assert model.training
 
+    def test_a_mixed_train_eval_model_gets_each_module_mode_back(self):
+        model = nn.Sequential(TopLeftDetector(), nn.Identity()).train()
+        model[1].eval()  # e.g. a frozen part
+        abpc(model, torch.ones(1, 3, 8, 8), top_left_heatmaps(1), torch.zeros(1, dtype=torch.long))
+        assert model.training and model[0].training and not model[1].training
+
     def test_merged_halves_equal_one_pass_as_under_ddp(self):
         images, heatmaps, target = torch.rand(4, 3, 8, 8), top_left_heatmaps(4), torch.tensor([0, 1, 0, 0])
         whole = ABPC()

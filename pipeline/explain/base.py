@@ -10,20 +10,15 @@ import torch
 from torch import nn
 
 from pipeline.explain._vit import check_explainable, check_images, patch_grid
+from pipeline.modes import eval_mode
 
 
 @contextmanager
 def explaining(model: nn.Module) -> Iterator[None]:
     """Eval mode, autograd allowed (also under Lightning's inference_mode), float32; all restored on exit."""
-    modes = {module: module.training for module in model.modules()}
     device_type = next(model.parameters()).device.type
-    model.eval()
-    try:
-        with torch.inference_mode(False), torch.autocast(device_type, enabled=False):
-            yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model), torch.inference_mode(False), torch.autocast(device_type, enabled=False):
+        yield
 
 
 class Explainer(ABC):

@@ -4,14 +4,15 @@ Every function takes raw explanation maps (B, gh, gw) or heatmaps at input resol
 tensors; the torchmetrics classes in this package only accumulate what these return.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pipeline.modes import eval_mode
 
 LOCALIZATION_SCORES = ("pixel_accuracy", "iou", "dice", "precision", "recall")
 
@@ -311,7 +312,7 @@ def abpc(
         )
     )
     probabilities = []
-    with _evaluating(model):
+    with eval_mode(model), torch.no_grad():
         for chunk in torch.arange(len(image_idx), device=device).split(batch_size):
             owner = image_idx[chunk]
             keep = ranks[owner, curve_idx[chunk]] >= removed_counts[step_idx[chunk], None]  # (n, H * W)
@@ -337,18 +338,6 @@ def _peak_hits(heatmaps: Tensor, target_masks: Tensor, tolerance: int) -> Tensor
     near_target = target_masks & (dist2 <= tolerance**2)  # (B, H, W)
     has_peak = flat.amax(dim=1) > 0  # a constant map normalizes to zeros
     return near_target.flatten(1).any(dim=1) & has_peak
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode without grad, then give it back its train/eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _check_maps(maps: Tensor, name: str = "maps") -> None:
