@@ -3,18 +3,21 @@
 from pipeline.explain import AGCAM
 maps = AGCAM(model)(images)                 # predicted class
 maps = AGCAM(model)(images, target=labels)  # (B,) -> (B, gh, gw); (B, K) -> (B, K, gh, gw)
+
+Supported: timm VisionTransformer (vit_*, deit_*, SigLIP, GAP and register variants), Eva (EVA-02, DINOv3,
+Perception Encoder, RoPE-ViT) and Beit, with the model's own readout (class token, average pooling or an
+attention-pool probe). `pipeline/explain/_family.py` is the seam to timm.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from pipeline.explain._vit import check_explainable
+from pipeline.explain._registry import check_explainable
 from pipeline.explain.agcam import AGCAM
 from pipeline.explain.base import Explainer
 from pipeline.explain.grad_rollout import GradientRollout
 from pipeline.explain.lrp import TransformerAttribution
-from pipeline.explain.overlay import image_to_uint8, render_overlay, save_png
 from pipeline.explain.rollout import AttentionRollout
 
 METHODS: dict[str, type[Explainer]] = {
@@ -41,7 +44,4 @@ __all__ = [
     "TransformerAttribution",
     "build_explainer",
     "check_explainable",
-    "image_to_uint8",
-    "render_overlay",
-    "save_png",
 ]

@@ -1,9 +1,8 @@
-"""A forward pass that keeps every block's intermediate tensors in the autograd graph.
+"""Pieces the gradient-based baselines share: plain attention gradients per target class, and residual rollout.
 
-The gradient-based baselines (Chefer et al.'s LRP attribution and gradient-weighted rollout) need the
-plain, undetached gradient of a class logit with respect to each block's attention, and LRP also
-needs the inputs of every linear layer and residual addition. Recording them here once keeps both
-methods short and lets K target classes share one forward pass.
+Chefer et al.'s LRP attribution and gradient-weighted rollout need the plain, undetached gradient of a class
+logit with respect to each block's post-softmax attention. Recording the attention in the autograd graph once
+lets K target classes share one forward pass.
 """
 
 from __future__ import annotations
@@ -11,68 +10,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from timm.layers import Mlp
-from timm.models.vision_transformer import VisionTransformer
 
-from pipeline.explain._vit import attention_scores, embed, merge_heads, split_heads
+from pipeline.explain._family import Family, ReadOut
 
 
 @dataclass
-class BlockRecord:
-    """One block's forward, named after the tensors of x -> x + attn(norm1(x)) -> mid + mlp(norm2(mid))."""
-
-    block_input: torch.Tensor  # (B, T, D)
-    normed1: torch.Tensor  # (B, T, D), input of qkv
-    q: torch.Tensor  # (B, H, T, d)
-    k: torch.Tensor
-    v: torch.Tensor
-    attn_probs: torch.Tensor  # (B, H, T, T), post-softmax
-    merged_heads: torch.Tensor  # (B, T, H*d), input of proj
-    attn_branch: torch.Tensor  # (B, T, D), added to block_input
-    mid: torch.Tensor  # (B, T, D) = block_input + attn_branch
-    normed2: torch.Tensor  # (B, T, D), input of fc1
-    hidden: torch.Tensor  # (B, T, hidden), input of fc2
-    mlp_branch: torch.Tensor  # (B, T, D), added to mid
+class RecordedAttention:
+    attn_probs: list[torch.Tensor]  # per block (B, H, T, T), post-softmax, in the autograd graph
+    readout: ReadOut  # logits (B, C) in the graph, readout weights (B, T)
 
 
-@dataclass
-class RecordedForward:
-    blocks: list[BlockRecord]
-    final_tokens: torch.Tensor  # (B, T, D), after the final norm
-    logits: torch.Tensor  # (B, C)
+def record_attention(family: Family, images: torch.Tensor) -> RecordedAttention:
+    """Run the model with grad enabled and explicit attention, keeping every block's attention probabilities."""
+    attn_probs = []
+    tokens, positions = family.embed(images)
+    for index in range(len(family.blocks)):
 
+        def attend_and_record(x, index=index):
+            heads = family.heads(index, x, positions)
+            attn_probs.append(heads.scores().softmax(dim=-1))
+            return family.attention_output(index, attn_probs[-1] @ heads.v, x)
 
-def check_recordable(model: VisionTransformer) -> None:
-    """The recorded forward spells out timm's plain Mlp; anything else gets a clear error."""
-    for index, block in enumerate(model.blocks):
-        if type(block.mlp) is not Mlp:
-            raise ValueError(
-                f"Block {index} uses {type(block.mlp).__name__}; this method supports timm's standard Mlp only."
-            )
-
-
-def record_forward(model: VisionTransformer, images: torch.Tensor) -> RecordedForward:
-    """Run the model with grad enabled, keeping every block's tensors (see BlockRecord)."""
-    records = []
-    x = embed(model, images)
-    for block in model.blocks:
-        attn, mlp = block.attn, block.mlp
-        normed1 = block.norm1(x)
-        q, k, v = split_heads(attn, normed1)
-        attn_probs = attention_scores(attn, q, k).softmax(dim=-1)
-        merged_heads = merge_heads(attn, attn_probs @ v, normed1)
-        attn_branch = block.drop_path1(block.ls1(attn.proj_drop(attn.proj(merged_heads))))
-        mid = x + attn_branch
-        normed2 = block.norm2(mid)
-        hidden = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(normed2))))
-        mlp_branch = block.drop_path2(block.ls2(mlp.drop2(mlp.fc2(hidden))))
-        records.append(
-            BlockRecord(x, normed1, q, k, v, attn_probs, merged_heads, attn_branch, mid, normed2, hidden, mlp_branch)
-        )
-        x = mid + mlp_branch
-    final_tokens = model.norm(x)
-    logits = model.forward_head(final_tokens)
-    return RecordedForward(records, final_tokens, logits)
+        tokens = family.run_block(index, tokens, attend_and_record)
+    return RecordedAttention(attn_probs, family.read_out(tokens))
 
 
 def gradients_per_target(

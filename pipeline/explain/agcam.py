@@ -1,81 +1,197 @@
-"""Attention Guided CAM (Leem & Seo, AAAI 2024) at the cost of one forward pass.
+"""Attention Guided CAM (Leem & Seo, AAAI 2024) at about the cost of one forward pass.
 
-M_c = sum over blocks and heads of ReLU(dy_c / dA[0, patches]) * sigmoid(S[0, patches]), where S are the
-pre-softmax attention scores, A = softmax(S), and the input of every attention module is detached, so
-gradients reach A only through the residual stream and the MLPs of later blocks.
+M_c = sum over blocks, heads and readout rows r of ReLU(dy_c / dA[r, patches]) * sigmoid(S[r, patches]), where S
+are the pre-softmax attention scores (with the model's rotary embedding and relative position bias), A =
+softmax(S), and the input of every attention module is detached, so gradients reach A only through the residual
+stream and the MLPs of later blocks.
 
-That detach is what makes this cheap. Tokens exchange information only through attention, and with
-the attention input detached no gradient crosses between tokens: the gradient of the class logit
-flows along the class token alone. So after one no-grad forward over all tokens (timm's fused kernel
-included) the class token is replayed through the blocks with the attention rows as autograd leaves;
-its backward is 1/T of a full backward and touches no weight gradient. K target classes replay as
-K copies of the class token in one pass.
+That detach is what makes this cheap. Tokens exchange information only through attention, and with the
+attention input detached no gradient crosses between tokens: the gradient of a logit flows along the tokens the
+readout reads, each in its own residual stream, and reaches only their own attention rows.
+
+- Class-token readout (the paper's case, r = 0): after one no-grad forward (timm's fused kernel included) the
+  class token alone is replayed through the blocks with its attention rows as autograd leaves; its backward is
+  1/T of a full backward and touches no weight gradient. K target classes replay as K copies of the class token.
+- Pooled readouts (avg/max/avgmax, or timm's attention-pool probe 'map'): every pooled token's row gets a
+  gradient. One forward keeps the residual stream in the graph with each block's attention context
+  C = softmax(S) V as a leaf; then dy/dA[r] = dy/dC[r] V^T (V is a constant of the detached input), for all rows
+  from one activation-only backward. For 'map' the probe is one more attention layer whose single query row is the
+  readout: its own row enters the map, and its attention over tokens is the readout's weights (gradient reaches
+  the blocks through the probe's values, its attention held fixed like the blocks').
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Literal
+
 import torch
 
-from pipeline.explain._vit import (
-    attention_scores,
-    embed,
-    logits_from_prefix,
-    project_heads,
-    resolve_targets,
-    run_block,
-    split_heads,
-)
-from pipeline.explain.base import Explainer
+from pipeline.explain._family import Heads, check_images, resolve_targets
+from pipeline.explain.base import Explainer, as_patch_grid
+
+RowWeighting = Literal["sum", "readout"]
 
 
 class AGCAM(Explainer):
-    """Attention Guided CAM; see the module docstring for how it reaches the one-forward cost floor."""
+    """Attention Guided CAM; see the module docstring for how it stays near the one-forward cost floor.
+
+    Args:
+        model: a timm ViT, Eva or Beit.
+        row_weighting: how the rows of a pooled readout combine. "sum" adds ReLU(dy/dA[r]) * sigmoid(S[r]) over
+            the pooled rows r (each row's gradient already carries the row's share of the readout); "readout"
+            weighs each row once more by its share: 1/N for average pooling (the same map up to scale), the
+            probe's attention for 'map'. Class-token models have one row: both give the paper's map.
+    """
+
+    def __init__(self, model: torch.nn.Module, row_weighting: RowWeighting = "sum") -> None:
+        super().__init__(model)
+        if row_weighting not in ("sum", "readout"):
+            raise ValueError(f"row_weighting must be 'sum' or 'readout', got {row_weighting!r}")
+        self.row_weighting = row_weighting
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        model = self.model
-        prefix = model.num_prefix_tokens
-        class_scores, values, class_inputs = [], [], []  # per block: (B, H, 1, T), (B, H, T, d), (B, 1, D)
+        if self.family.readout_kind == "token":
+            return self._replayed_maps(images, target, create_graph=False)
+        return self._pooled_maps(images, target)
 
-        def attend_and_record(attn, x):
-            q, k, v = split_heads(attn, x)
-            class_scores.append(attention_scores(attn, q[:, :, :1], k))
-            values.append(v)
-            class_inputs.append(x[:, :1])
-            if attn.fused_attn:
-                context = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            else:
-                context = attention_scores(attn, q, k).softmax(dim=-1) @ v
-            return project_heads(attn, context, x)
+    def differentiable_maps(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """AG-CAM maps whose autograd graph reaches the model's weights, for a loss on the maps (e.g. guidance).
 
-        with torch.no_grad():
-            tokens = embed(model, images)
-            class_token = tokens[:, :1]  # (B, 1, D)
-            for block in model.blocks:
-                tokens = run_block(block, tokens, attend_and_record)
-            logits = logits_from_prefix(model, tokens[:, :prefix])
-        targets = resolve_targets(logits, target)  # (B, K)
+        Same shapes and, in eval mode, the same values as `explainer(images, target)`. The graph runs through the
+        scores S and through the attention gradient dy/dA alike: the forward is recorded in the graph, the readout
+        tokens are replayed (the detached attention input stays a constant of the replay only) and dy/dA is taken
+        with create_graph=True. Unlike a call, this leaves the model's train/eval mode and any autocast as they
+        are; in train mode dropout draws its own masks in the replay, so values then differ from the forward's.
+        Costs about three forwards plus a double backward. Never touches `.grad`.
+        """
+        check_images(self.model, images)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("differentiable_maps needs autograd: call it outside torch.inference_mode().")
+        maps = self._replayed_maps(images, target, create_graph=True)  # (B, K, P)
+        rows, cols = self.model.patch_embed.dynamic_feat_size(tuple(images.shape[-2:]))
+        if maps.shape[-1] != rows * cols:
+            raise ValueError(f"{maps.shape[-1]} patch tokens for a {rows}x{cols} grid: is patch dropout active?")
+        return as_patch_grid(self.model, images, maps, target)
+
+    def _replayed_maps(self, images: torch.Tensor, target: torch.Tensor | None, create_graph: bool) -> torch.Tensor:
+        """Record a forward, then replay the readout rows with their attention rows as the gradient's inputs.
+
+        Without `create_graph` the forward runs under no_grad and only the class token's row is replayed (token
+        readout); with it, the forward stays in the graph and the replay covers whichever rows the readout reads.
+        """
+        family, prefix, rows = self.family, self.family.num_prefix_tokens, self.family.readout_rows
+        row_scores, values, row_inputs = [], [], []  # per block: (B, H, R, T), (B, H, T, d), (B, R, D)
+        probe_scores = []  # 'map' readout: the probe's (B, H, 1, N)
+
+        def record_probe(heads: Heads) -> torch.Tensor:
+            probe_scores.append(heads.scores())
+            return probe_scores[-1].softmax(dim=-1) @ heads.v
+
+        with nullcontext() if create_graph else torch.no_grad():
+            tokens, positions = family.embed(images)
+            first_rows = tokens[:, rows]  # (B, R, D)
+            for index in range(len(family.blocks)):
+
+                def attend_and_record(x, index=index):
+                    heads = family.heads(index, x, positions)
+                    row_scores.append(heads.scores(rows))
+                    values.append(heads.v)
+                    row_inputs.append(x[:, rows])
+                    context = heads.context(family.fused(index), family.attention_dropout(index))
+                    return family.attention_output(index, context, x)
+
+                tokens = family.run_block(index, tokens, attend_and_record)
+            kept = family.readout_tokens(tokens)  # (B, T', D): the prefix tokens alone for token readout
+            recorded = family.read_out(kept, record_probe)
+        targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)
         batch, num_targets = targets.shape
+        num_rows = first_rows.shape[1]
 
         with torch.enable_grad():
-            # One attention row per target copy of the class token: (B, H, K, T) leaves.
-            class_probs = [
-                scores.softmax(dim=-1).expand(-1, -1, num_targets, -1).clone().requires_grad_()
-                for scores in class_scores
-            ]
-            copies = class_token.expand(-1, num_targets, -1)  # (B, K, D)
-            for block, probs, v, x in zip(model.blocks, class_probs, values, class_inputs):
+            # One attention row per target copy of each readout token: (B, H, K * R, T), copy-major.
+            row_probs = [scores.softmax(dim=-1).repeat(1, 1, num_targets, 1).requires_grad_() for scores in row_scores]
+            probe_probs = [s.softmax(dim=-1).repeat_interleave(num_targets, 0).requires_grad_() for s in probe_scores]
+            copies = first_rows.repeat(1, num_targets, 1)  # (B, K * R, D)
+            for index, (probs, v, x) in enumerate(zip(row_probs, values, row_inputs)):
 
-                def attend_replay(attn, _normed, probs=probs, v=v, x=x):
-                    return project_heads(attn, probs @ v, x.expand(-1, num_targets, -1))
+                def attend_replay(_normed, index=index, probs=probs, v=v, x=x):
+                    return family.attention_output(index, probs @ v, x.repeat(1, num_targets, 1))
 
-                copies = run_block(block, copies, attend_replay)
-            other_prefix = tokens[:, 1:prefix].repeat_interleave(num_targets, dim=0)  # (B*K, prefix-1, D)
-            readout = torch.cat([copies.reshape(batch * num_targets, 1, -1), other_prefix], dim=1)
-            target_logits = logits_from_prefix(model, readout).gather(1, targets.reshape(-1, 1))
-            grads = torch.autograd.grad(target_logits.sum(), class_probs)
+                copies = family.run_block(index, copies, attend_replay)
+            replayed = copies.reshape(batch * num_targets, num_rows, -1)  # (B * K, R, D)
+            others = kept.repeat_interleave(num_targets, dim=0)  # (B * K, T', D)
+            readout_input = torch.cat([others[:, : rows.start], replayed, others[:, rows.start + num_rows :]], dim=1)
+            replay_logits = family.read_out(readout_input, lambda heads: probe_probs[0] @ heads.v).logits
+            target_logits = replay_logits.gather(1, targets.reshape(-1, 1))
+            grads = torch.autograd.grad(target_logits.sum(), row_probs + probe_probs, create_graph=create_graph)
 
+        row_weights = recorded.weights[:, rows]  # (B, R)
         maps = 0
-        for scores, grad in zip(class_scores, grads):
-            # scores (B, H, 1, T) broadcast over the K rows of grad (B, H, K, T)
-            maps = maps + (grad[..., prefix:].relu() * scores[..., prefix:].sigmoid()).sum(dim=1)
+        for scores, grad in zip(row_scores, grads):
+            grad = grad.unflatten(2, (num_targets, num_rows))  # (B, H, K, R, T)
+            term = grad[..., prefix:].relu() * scores[..., prefix:].sigmoid().unsqueeze(2)  # (B, H, K, R, P)
+            if self.row_weighting == "readout":
+                term = term * row_weights[:, None, None, :, None]
+            maps = maps + term.sum(dim=3).sum(dim=1)
+        for scores, grad in zip(probe_scores, grads[len(row_scores) :]):
+            maps = maps + self._probe_term(scores, grad.unflatten(0, (batch, num_targets)).transpose(1, 2))
         return maps  # (B, K, P)
+
+    def _pooled_maps(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Pooled readouts: one forward with the attention contexts as leaves, one backward per target class."""
+        family, prefix, rows = self.family, self.family.num_prefix_tokens, self.family.readout_rows
+        contexts, row_sigmoids, patch_values = [], [], []  # per block: (B, H, T, d), (B, H, R, P), (B, H, P, d)
+        probe_scores, probe_probs = [], []  # 'map' readout: (B, H, 1, N) each
+
+        def attend_probe(heads: Heads) -> torch.Tensor:  # the probe's attention held fixed, its values in the graph
+            with torch.no_grad():
+                probe_scores.append(heads.scores())
+            probe_probs.append(probe_scores[-1].softmax(dim=-1).requires_grad_())
+            return probe_probs[-1] @ heads.v
+
+        with torch.enable_grad():
+            with torch.no_grad():
+                tokens, positions = family.embed(images)
+            for index in range(len(family.blocks)):
+
+                def attend_with_leaf(x, index=index):
+                    with torch.no_grad():  # the attention input is detached: S, A and V are constants
+                        heads = family.heads(index, x, positions)
+                        scores = heads.scores(scale_queries=True)  # (B, H, T, T)
+                        context = scores.softmax(dim=-1) @ heads.v
+                        row_sigmoids.append(scores.sigmoid_()[:, :, rows, prefix:])  # S is not needed any more
+                    patch_values.append(heads.v[:, :, prefix:].contiguous())  # a strided V slows dy/dA's matmul 2x
+                    contexts.append(context.requires_grad_())
+                    return family.attention_output(index, context, x.detach())
+
+                tokens = family.run_block(index, tokens, attend_with_leaf)
+            readout = family.read_out(tokens, attend_probe)
+            targets = resolve_targets(readout.logits.detach(), target)  # (B, K)
+            row_weights = readout.weights[:, rows]  # (B, R)
+            per_target = []
+            for column in range(targets.shape[1]):
+                selected = readout.logits.gather(1, targets[:, column : column + 1]).sum()
+                grads = torch.autograd.grad(
+                    selected, contexts + probe_probs, retain_graph=column + 1 < targets.shape[1]
+                )
+                with torch.no_grad():
+                    maps = 0
+                    for context_grad, sigmoids, v in zip(grads, row_sigmoids, patch_values):
+                        attn_grad = context_grad[:, :, rows] @ v.transpose(-2, -1)  # (B, H, R, P) = dy/dA
+                        term = attn_grad.relu_().mul_(sigmoids)  # in place: this runs over every (row, patch)
+                        if self.row_weighting == "readout":
+                            term = term.mul_(row_weights[:, None, :, None])
+                        maps = maps + term.flatten(1, 2).sum(dim=1)
+                    for scores, grad in zip(probe_scores, grads[len(contexts) :]):
+                        maps = maps + self._probe_term(scores, grad.unsqueeze(2))[:, 0]
+                per_target.append(maps)
+        return torch.stack(per_target, dim=1)  # (B, K, P)
+
+    def _probe_term(self, scores: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The probe's own layer: ReLU(dy/da) * sigmoid(S) over its patch columns, summed over heads.
+
+        scores (B, H, 1, N), grad (B, H, K, 1, N) -> (B, K, P).
+        """
+        patches = slice(self.family.num_prefix_tokens - self.family.readout_first_row, None)
+        return (grad[..., 0, patches].relu() * scores[:, :, None, 0, patches].sigmoid()).sum(dim=1)

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from pipeline.explain._vit import check_explainable, check_images, patch_grid
+from pipeline.explain._family import Family, check_images, patch_grid
+from pipeline.explain._registry import family_of
 from pipeline.modes import eval_mode
 
 
@@ -30,12 +31,11 @@ class Explainer(ABC):
     """
 
     def __init__(self, model: nn.Module) -> None:
-        check_explainable(model)
+        self.family: Family = family_of(model)
         self.model = model
 
     def __call__(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         check_images(self.model, images)
-        batch = images.shape[0]
         with explaining(self.model):
             # Lightning validates under inference_mode: such tensors cannot enter an autograd graph.
             images = images.clone() if images.is_inference() else images
@@ -43,15 +43,32 @@ class Explainer(ABC):
                 target = target.clone()
             images = images.to(next(self.model.parameters()).dtype)
             maps = self._explain(images, target)  # (B, K, P)
-        rows, cols = patch_grid(self.model, images)
-        maps = maps.reshape(batch, -1, rows, cols)
-        return maps if target is not None and target.ndim == 2 else maps[:, 0]
+        return as_patch_grid(self.model, images, maps, target)
 
     @abstractmethod
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Raw maps (B, K, num_patches) for `images` in eval mode; `target` as given to `__call__`."""
 
 
+def as_patch_grid(
+    model: nn.Module, images: torch.Tensor, maps: torch.Tensor, target: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, K, P) maps as (B, K, gh, gw) for a (B, K) target, else (B, gh, gw)."""
+    rows, cols = patch_grid(model, images)
+    maps = maps.reshape(images.shape[0], -1, rows, cols)
+    return maps if target is not None and target.ndim == 2 else maps[:, 0]
+
+
 def num_targets(target: torch.Tensor | None) -> int:
     """K: how many maps per image a class-agnostic method must return."""
     return target.shape[1] if target is not None and target.ndim == 2 else 1
+
+
+def read_rows(rollout: torch.Tensor, weights: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Patch columns of the rollout rows the readout reads: (..., T, T) -> (..., P).
+
+    `weights` (B, T) are each token's share of the prediction: one-hot on the class token for token readout
+    (the rollout's row 0, as in the papers), uniform over the averaged tokens, the probe's attention for 'map'.
+    """
+    weights = weights.reshape(weights.shape[0], *(1,) * (rollout.ndim - 3), 1, weights.shape[1])
+    return (weights @ rollout)[..., 0, prefix:]

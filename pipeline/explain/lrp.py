@@ -15,17 +15,15 @@ classes per image share one forward and one relevance pass.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
-from pipeline.explain._recorded import (
-    BlockRecord,
-    check_recordable,
-    gradients_per_target,
-    record_forward,
-    residual_rollout,
-)
-from pipeline.explain._vit import resolve_targets
-from pipeline.explain.base import Explainer
+import torch
+from timm.layers import Mlp
+
+from pipeline.explain._family import Family, resolve_targets
+from pipeline.explain._recorded import gradients_per_target, residual_rollout
+from pipeline.explain._vit import ViTFamily
+from pipeline.explain.base import Explainer, read_rows
 
 EPS = 1e-9
 
@@ -78,6 +76,93 @@ def matmul_relevance(
     return left * (scaled @ right.transpose(-2, -1)), right * (left.transpose(-2, -1) @ scaled)
 
 
+@dataclass
+class BlockRecord:
+    """One block's forward, named after the tensors of x -> x + attn(norm1(x)) -> mid + mlp(norm2(mid))."""
+
+    block_input: torch.Tensor  # (B, T, D)
+    normed1: torch.Tensor  # (B, T, D), input of qkv
+    q: torch.Tensor  # (B, H, T, d)
+    k: torch.Tensor
+    v: torch.Tensor
+    attn_probs: torch.Tensor  # (B, H, T, T), post-softmax
+    merged_heads: torch.Tensor  # (B, T, H*d), input of proj
+    attn_branch: torch.Tensor  # (B, T, D), added to block_input
+    mid: torch.Tensor  # (B, T, D) = block_input + attn_branch
+    normed2: torch.Tensor  # (B, T, D), input of fc1
+    hidden: torch.Tensor  # (B, T, hidden), input of fc2
+    mlp_branch: torch.Tensor  # (B, T, D), added to mid
+
+
+@dataclass
+class RecordedForward:
+    blocks: list[BlockRecord]
+    final_tokens: torch.Tensor  # (B, T, D), after the final norm
+    logits: torch.Tensor  # (B, C)
+
+
+def check_lrp_rules(family: Family) -> None:
+    """LRP needs a rule for every layer: timm's VisionTransformer Block with plain Mlp, class-token or avg readout."""
+    model = family.model
+    if not isinstance(family, ViTFamily):
+        raise ValueError(
+            f"TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; {type(model).__name__} "
+            f"blocks ({type(family.blocks[0]).__name__} with {type(family.blocks[0].attn).__name__}) add rotary "
+            "embeddings or relative position biases inside the attention, which have no LRP rule here."
+        )
+    for index, block in enumerate(family.blocks):
+        if type(block.mlp) is not Mlp:
+            raise ValueError(
+                f"Block {index} uses {type(block.mlp).__name__}; TransformerAttribution's LRP rules are defined "
+                "for timm's plain Mlp (fc1, activation, fc2) only."
+            )
+    if family.readout_kind not in ("token", "avg"):
+        raise ValueError(
+            f"TransformerAttribution has no LRP rule for global_pool={family.readout_kind!r}; it supports the "
+            "class-token readout and average pooling."
+        )
+
+
+def record_forward(family: Family, images: torch.Tensor) -> RecordedForward:
+    """Run the model with grad enabled, keeping every block's tensors (see BlockRecord)."""
+    model = family.model
+    records = []
+    x, positions = family.embed(images)
+    for index, block in enumerate(family.blocks):
+        attn, mlp = block.attn, block.mlp
+        normed1 = block.norm1(x)
+        heads = family.heads(index, normed1, positions)
+        attn_probs = heads.scores().softmax(dim=-1)
+        merged_heads = attn.norm((attn_probs @ heads.v).transpose(1, 2).flatten(2))  # (B, T, H*d)
+        if attn.gate is not None:
+            merged_heads = merged_heads * attn.gate(normed1).sigmoid()
+        attn_branch = block.drop_path1(block.ls1(attn.proj_drop(attn.proj(merged_heads))))
+        mid = x + attn_branch
+        normed2 = block.norm2(mid)
+        hidden = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(normed2))))
+        mlp_branch = block.drop_path2(block.ls2(mlp.drop2(mlp.fc2(hidden))))
+        records.append(
+            BlockRecord(
+                x,
+                normed1,
+                heads.q,
+                heads.k,
+                heads.v,
+                attn_probs,
+                merged_heads,
+                attn_branch,
+                mid,
+                normed2,
+                hidden,
+                mlp_branch,
+            )
+        )
+        x = mid + mlp_branch
+    final_tokens = model.norm(x)
+    logits = model.forward_head(final_tokens)
+    return RecordedForward(records, final_tokens, logits)
+
+
 def block_relevance(block, record: BlockRecord, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Propagate relevance (B, K, T, D) from a block's output to its input; also return R at the attention."""
     unsqueezed = {name: getattr(record, name).unsqueeze(1) for name in record.__dataclass_fields__}
@@ -104,16 +189,16 @@ class TransformerAttribution(Explainer):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__(model)
-        check_recordable(model)
+        check_lrp_rules(self.family)
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         model = self.model
         with torch.enable_grad():
-            recorded = record_forward(model, images)
+            recorded = record_forward(self.family, images)
             targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)
             attn_grads = gradients_per_target(recorded.logits, targets, [r.attn_probs for r in recorded.blocks])
         with torch.no_grad():
-            relevance = self._token_relevance(recorded.final_tokens, targets)
+            relevance, readout_weights = self._token_relevance(recorded.final_tokens, targets)
             attn_relevances = []
             for block, record in zip(reversed(model.blocks), reversed(recorded.blocks)):
                 relevance, attn_relevance = block_relevance(block, record, relevance)
@@ -123,17 +208,34 @@ class TransformerAttribution(Explainer):
                 for grads, attn_relevance in zip(attn_grads, reversed(attn_relevances))
             ]
             rollout = residual_rollout(weighted)
-        return rollout[:, :, 0, model.num_prefix_tokens :]
+        return read_rows(rollout, readout_weights, self.family.num_prefix_tokens)
 
-    def _token_relevance(self, final_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Relevance (B, K, T, D) at the final norm output: the one-hot target through the head(s) to their tokens.
+    def _token_relevance(self, final_tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relevance (B, K, T, D) at the final norm output, and the readout's weights (B, T) for the rollout.
 
-        Distilled DeiT averages a class-token head and a distillation-token head; relevance is split between
-        the two like a residual addition, each half then goes through its own head.
+        The one-hot target goes through the head to the tokens it reads. Distilled DeiT averages a class-token
+        head and a distillation-token head; relevance is split between the two like a residual addition, each half
+        then goes through its own head. Average pooling is a linear layer over tokens with weights 1/N.
         """
         model = self.model
+        batch, tokens, _ = final_tokens.shape
         one_hot = torch.zeros(*targets.shape, model.num_classes, device=targets.device, dtype=final_tokens.dtype)
         one_hot.scatter_(2, targets.unsqueeze(-1), 1.0)  # (B, K, C)
+        relevance = torch.zeros(*targets.shape, *final_tokens.shape[1:], device=targets.device, dtype=one_hot.dtype)
+        weights = final_tokens.new_zeros(batch, tokens)
+        if self.family.readout_kind == "avg":
+            first = self.family.readout_first_row
+            pooled_tokens = final_tokens[:, first:]  # (B, N, D)
+            pooled = pooled_tokens.mean(dim=1, keepdim=True)  # (B, 1, D)
+            pooled_relevance = linear_relevance(one_hot, model.fc_norm(pooled), model.head.weight)  # (B, K, D)
+            pooled_relevance = pooled * safe_divide(pooled_relevance, pooled)  # through fc_norm unchanged
+            averaging = pooled_tokens.new_full((1, pooled_tokens.shape[1]), 1.0 / pooled_tokens.shape[1])
+            per_token = linear_relevance(  # (B, K, D, N): the mean as a linear layer over the token axis
+                pooled_relevance.unsqueeze(-1), pooled_tokens.transpose(1, 2).unsqueeze(1), averaging
+            )
+            relevance[:, :, first:] = per_token.transpose(2, 3)
+            weights[:, first:] = 1.0 / pooled_tokens.shape[1]
+            return relevance, weights
         readouts = [(0, model.head)]
         head_relevances = [one_hot]
         if hasattr(model, "head_dist"):
@@ -141,9 +243,9 @@ class TransformerAttribution(Explainer):
             class_half = model.head(final_tokens[:, :1]) / 2  # (B, 1, C)
             dist_half = model.head_dist(final_tokens[:, 1:2]) / 2
             head_relevances = list(residual_relevance(one_hot, class_half, dist_half))
-        relevance = torch.zeros(*targets.shape, *final_tokens.shape[1:], device=targets.device, dtype=one_hot.dtype)
         for (token, head), head_relevance in zip(readouts, head_relevances):
             token_features = final_tokens[:, token : token + 1]  # (B, 1, D)
             pooled = linear_relevance(head_relevance, model.fc_norm(token_features), head.weight)  # (B, K, D)
             relevance[:, :, token] = token_features * safe_divide(pooled, token_features)
-        return relevance
+        weights[:, 0] = 1.0
+        return relevance, weights

@@ -6,8 +6,7 @@ from typing import Literal
 
 import torch
 
-from pipeline.explain._vit import attention_scores, embed, project_heads, run_block, split_heads
-from pipeline.explain.base import Explainer, num_targets
+from pipeline.explain.base import Explainer, num_targets, read_rows
 
 HeadFusion = Literal["mean", "max", "min"]
 FUSE_HEADS = {  # (B, H, T, T) -> (B, T, T)
@@ -18,10 +17,13 @@ FUSE_HEADS = {  # (B, H, T, T) -> (B, T, T)
 
 
 class AttentionRollout(Explainer):
-    """R = A_hat_L ... A_hat_1 with A_hat = rownorm((fuse_heads(A) + I) / 2); the map is R[0, patches].
+    """R = A_hat_L ... A_hat_1 with A_hat = rownorm((fuse_heads(A) + I) / 2), read at the readout's rows.
+
+    The map is R[0, patches] for class-token models; for pooled readouts the rows of R are mixed with the
+    readout's own weights (uniform over the averaged tokens, the attention-pool probe's attention for 'map').
 
     Args:
-        model: a timm ViT with a class token.
+        model: a timm ViT, Eva or Beit.
         head_fusion: how the heads of a block are combined: "mean", "max" or "min".
         discard_ratio: fraction of each fused attention matrix's smallest entries set to zero
             (never the class-token column) before adding the identity.
@@ -37,32 +39,36 @@ class AttentionRollout(Explainer):
         self.discard_ratio = discard_ratio
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        family = self.family
         fused_attentions = []  # per block (B, T, T)
 
-        def attend_and_record(attn, x):
-            q, k, v = split_heads(attn, x)
-            probs = attention_scores(attn, q, k).softmax(dim=-1)  # (B, H, T, T)
-            fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
-            return project_heads(attn, probs @ v, x)
-
         with torch.no_grad():
-            tokens = embed(self.model, images)
-            for block in self.model.blocks:
-                tokens = run_block(block, tokens, attend_and_record)
+            tokens, positions = family.embed(images)
+            for index in range(len(family.blocks)):
+
+                def attend_and_record(x, index=index):
+                    heads = family.heads(index, x, positions)
+                    probs = heads.scores().softmax(dim=-1)  # (B, H, T, T)
+                    fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
+                    return family.attention_output(index, probs @ heads.v, x)
+
+                tokens = family.run_block(index, tokens, attend_and_record)
+            weights = family.read_out(tokens).weights  # (B, T)
             identity = torch.eye(tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
             rollout = identity.expand_as(fused_attentions[0])
             for fused in fused_attentions:
                 flow = (self._discard_smallest(fused) + identity) / 2
                 rollout = (flow / flow.sum(dim=-1, keepdim=True)) @ rollout
-        class_row = rollout[:, 0, self.model.num_prefix_tokens :]  # (B, P)
-        return class_row.unsqueeze(1).expand(-1, num_targets(target), -1)
+            patch_map = read_rows(rollout, weights, family.num_prefix_tokens)  # (B, P)
+        return patch_map.unsqueeze(1).expand(-1, num_targets(target), -1)
 
     def _discard_smallest(self, fused: torch.Tensor) -> torch.Tensor:
-        """Zero the `discard_ratio` smallest entries of each (T, T) matrix, sparing column 0."""
+        """Zero the `discard_ratio` smallest entries of each (T, T) matrix, sparing the class-token column."""
         count = int(fused[0].numel() * self.discard_ratio)
         if count == 0:
             return fused
         candidates = fused.clone()
-        candidates[:, :, 0] = float("inf")  # the class-token column is never discarded
+        if self.family.has_class_token:
+            candidates[:, :, 0] = float("inf")  # the class-token column is never discarded
         smallest = candidates.flatten(1).topk(count, dim=-1, largest=False).indices
         return fused.flatten(1).scatter(1, smallest, 0.0).view_as(fused)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from conftest import build_reference_model
 
 from pipeline.explain import AGCAM, AttentionRollout, TransformerAttribution
+from tests.helpers.models import build_reference_model, load_npz
 
 
 def relative_error(mine: torch.Tensor, ref: torch.Tensor) -> float:
@@ -58,30 +58,31 @@ def test_rollout_reproduces_reference(reference, inputs, fused_attn):
     assert relative_error(maps, single) < 1e-5
 
 
-def test_lrp_reproduces_reference_within_its_float32_noise(reference, inputs):
-    """Chefer's LRP divides by sums that nearly cancel, so its float32 maps move with kernel rounding.
-
-    Measured here: the same code in float32 and float64 differs by up to 3% of the map's max (image 0),
-    and this CPU's plain timm logits already differ from the reference machine's by 2e-5. No float32
-    implementation can match the reference to 1e-4 on every image, the official one run here included.
-    So the float64 maps (exact arithmetic up to 1e-12) must lie within the float32 noise of the reference:
-    max(1e-4, 3 x |float32 - float64|) relative, per map. Broken variants (no residual renormalization,
-    no halving at the matrix products, alpha 2 / beta 1) miss by 10% to 1000% and fail this.
-    """
+def test_lrp_in_float64_reproduces_the_float64_reference(reference, inputs):
+    """Chefer's LRP divides by sums that nearly cancel: in float32 its maps move by up to 7% of their max between
+    CPUs (the official code included), so no float32 bound is portable. In float64 the official code and ours agree
+    to ~1e-12 on any machine and thread count; broken variants (no residual renormalization, no halving at the
+    matrix products, alpha 2 / beta 1) miss by 10% to 1000%."""
     images, pred, other = inputs
-    targets = torch.stack([pred, other], dim=1)
-    maps32 = TransformerAttribution(build_reference_model(reference))(images, targets)
-    maps64 = TransformerAttribution(build_reference_model(reference).double())(images.double(), targets)
-    for column, key in enumerate(["lrp_pred_eps1e6", "lrp_other_eps1e6"]):
-        ref = torch.from_numpy(reference[key])
-        for image in range(len(images)):
-            noise = relative_error(maps32[image, column], maps64[image, column])
-            error = relative_error(maps64[image, column], ref[image])
-            assert error <= max(1e-4, 3 * noise), f"{key}[{image}]: error {error:.2e}, float32 noise {noise:.2e}"
-    # Chefer's own final norm uses eps 1e-5; the difference is far below that noise.
-    assert (
-        relative_error(torch.from_numpy(reference["lrp_pred"]), torch.from_numpy(reference["lrp_pred_eps1e6"])) < 1e-5
+    lrp64 = load_npz("public_lrp_float64.npz")
+    maps = TransformerAttribution(build_reference_model(reference).double())(
+        images.double(), torch.stack([pred, other], 1)
     )
+    for column, key in enumerate(["lrp_pred_eps1e6", "lrp_other_eps1e6"]):
+        for image in range(len(images)):
+            error = relative_error(maps[image, column], torch.from_numpy(lrp64[key][image]))
+            assert error <= 1e-6, f"{key}[{image}]: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("fused_attn", [False, True])
+def test_lrp_in_float32_has_the_reference_shape_and_support(reference, inputs, fused_attn):
+    """float32 runs the same code: its maps are finite, non-negative where the float64 maps are, and close overall."""
+    images, pred, _ = inputs
+    maps32 = TransformerAttribution(build_reference_model(reference, fused_attn))(images, pred)
+    maps64 = TransformerAttribution(build_reference_model(reference, fused_attn).double())(images.double(), pred)
+    assert maps32.dtype == torch.float32 and torch.isfinite(maps32).all()
+    # loose on purpose: float32 LRP moves by several % between CPUs; this only catches a float32-only breakage
+    assert relative_error(maps32, maps64) < 0.25
 
 
 def test_lrp_batched_equals_per_image(reference, inputs):
