@@ -11,7 +11,9 @@ the same categories. Boxes become (x, y, x + width, y + height). Single-label: a
 its largest box, and only that category's boxes are kept, so that localization compares the map for the label
 with its own boxes; an image without annotations has no label and is a bad sample. Multi-label: the target is the
 multi-hot of the categories present; an image without annotations is kept with an all-zero target. A JSON file
-that does not parse is an error under either `on_bad_sample` (there is nothing left of the split to skip to).
+that does not parse is an error under either `on_bad_sample` (there is nothing left of the split to skip to). Every
+bbox value must be a finite number (Python's json reads `Infinity` and `NaN`), and an image's `width` and `height`,
+when given, positive integers; the image file's header gives the size of an image whose entry states neither.
 """
 
 from __future__ import annotations
@@ -22,9 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.images import BadSampleError, FileSource, OnBadSample, SampleRecord, Size, image_size, usable_objects
+from pipeline.data.images import (
+    BadSampleError,
+    FileSource,
+    OnBadSample,
+    SampleRecord,
+    Size,
+    annotated_size,
+    annotation_number,
+    image_size,
+    usable_objects,
+)
 
 _COCO_KEYS = ("images", "annotations", "categories")
+_BBOX_FIELDS = ("bbox x", "bbox y", "bbox width", "bbox height")
 
 
 def _load_coco_json(path: Path) -> dict:
@@ -33,7 +46,7 @@ def _load_coco_json(path: Path) -> dict:
         raise FileNotFoundError(f"COCOSource: annotation file {path} not found")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
         raise ValueError(f"{path}: does not parse as JSON ({error})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in _COCO_KEYS):
         raise ValueError(f"{path}: a COCO JSON needs the lists {', '.join(_COCO_KEYS)} at its top level")
@@ -52,13 +65,12 @@ def _categories(data: dict, path: Path) -> list[tuple[int, str]]:
     return categories
 
 
-def _xyxy(annotation: dict, path: Path, context: str) -> list[float]:
-    """An annotation's bbox [x, y, width, height] as [xmin, ymin, xmax, ymax]."""
+def _xyxy(annotation: dict, path: Path, where: str) -> list[float]:
+    """An annotation's bbox [x, y, width, height] as [xmin, ymin, xmax, ymax], each a finite number."""
     bbox = annotation.get("bbox")
-    try:
-        x, y, width, height = (float(value) for value in bbox)
-    except (TypeError, ValueError):
-        raise BadSampleError(path, f"{context}: bbox must be [x, y, width, height], got {bbox!r}") from None
+    if not isinstance(bbox, list) or len(bbox) != len(_BBOX_FIELDS):
+        raise BadSampleError(path, f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+    x, y, width, height = (annotation_number(value, field, path, where) for field, value in zip(_BBOX_FIELDS, bbox))
     return [x, y, x + width, y + height]
 
 
@@ -124,11 +136,14 @@ class COCOSource(FileSource):
         image_path = self.root / file_name
         if not image_path.is_file():
             raise BadSampleError(image_path, f"image file not found (listed in {json_path})")
-        size = self._size(image, image_path)
+        size = self._size(image, image_path, json_path, context)
         boxes, box_labels, _ = usable_objects(
             json_path,
             [annotation.get("category_id") for annotation in annotations],
-            np.array([_xyxy(annotation, json_path, context) for annotation in annotations], np.float32).reshape(-1, 4),
+            np.array(
+                [_xyxy(annotation, json_path, f"{context}, object {i}") for i, annotation in enumerate(annotations)],
+                np.float64,
+            ).reshape(-1, 4),
             size,
             self._class_index,
             self.bad_samples,
@@ -146,9 +161,9 @@ class COCOSource(FileSource):
         return SampleRecord(str(image_path), file_name, target, boxes, box_labels, size)
 
     @staticmethod
-    def _size(image: dict, image_path: Path) -> Size:
-        """(width, height) from the JSON, or from the image file when the JSON lacks them."""
+    def _size(image: dict, image_path: Path, json_path: Path, where: str) -> Size:
+        """(width, height) from the JSON (positive integers), or from the image file when the JSON states neither."""
         width, height = image.get("width"), image.get("height")
-        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-            return width, height
-        return image_size(image_path)
+        if width is None and height is None:
+            return image_size(image_path)
+        return annotated_size(width, height, json_path, where=where)

@@ -11,7 +11,8 @@ Expected layout under `root` (the `CUB_200_2011` folder)::
     segmentations/<class folder>/<file>.png  optional (use_masks=True): grayscale, >= 128 is the bird
 
 Class names are those of classes.txt without the number prefix. Boxes become (x, y, x + width, y + height). CUB has
-only the official train and test splits: "val" and "test" both read the test split.
+only the official train and test splits: "val" and "test" both read the test split. A box field that is not a finite
+number is a bad sample; a width or height <= 0 makes a bad (empty) box.
 """
 
 from __future__ import annotations
@@ -20,11 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.images import BadSampleError, FileSource, OnBadSample, SampleRecord, image_size, usable_objects
+from pipeline.data.images import (
+    BadSampleError,
+    FileSource,
+    OnBadSample,
+    SampleRecord,
+    annotation_number,
+    image_size,
+    usable_objects,
+)
 
 _MASK_THRESHOLD = 128  # segmentation gray level from which a pixel is bird (at least half the annotators)
 _BIRD_MASK = (np.arange(256) >= _MASK_THRESHOLD).astype(np.uint8)  # gray level -> object id 1 (the one box)
 _SPLIT_FLAGS = {"train": "1", "test": "0"}
+_BOX_FIELDS = ("x", "y", "width", "height")
 
 
 def _read_table(path: Path) -> dict[str, list[str]]:
@@ -89,11 +99,14 @@ class CUBSource(FileSource):
             raise BadSampleError(labels_path, f"image {image_id}: expected one class id, got {class_id or 'no line'}")
         if class_id[0] not in self._class_index:
             raise BadSampleError(labels_path, f"image {image_id}: class id {class_id[0]} is not in classes.txt")
-        try:
-            x, y, width, height = (float(value) for value in self._boxes.get(image_id, []))
-        except ValueError:
-            found = self._boxes.get(image_id) or "no line"
-            raise BadSampleError(boxes_path, f"image {image_id}: expected 'x y width height', got {found}") from None
+        box_fields = self._boxes.get(image_id, [])
+        if len(box_fields) != len(_BOX_FIELDS):
+            found = box_fields or "no line"
+            raise BadSampleError(boxes_path, f"image {image_id}: expected 'x y width height', got {found}")
+        where = f"image {image_id}"
+        x, y, width, height = (
+            annotation_number(value, name, boxes_path, where) for name, value in zip(_BOX_FIELDS, box_fields)
+        )
         size = image_size(image_path)
         boxes, box_labels, _ = usable_objects(
             boxes_path,

@@ -9,9 +9,9 @@ Expected layout under `root`, flat or as the ILSVRC / Kaggle download has it::
     LOC_val_solution.csv                   ImageId,PredictionString ("wnid xmin ymin xmax ymax", repeated)
 
 Class names are the mapping's text after the wnid. Val boxes come from the XML files when their folder exists and
-from the CSV otherwise (`val_boxes` picks one); coordinates are kept as written. A val image's label is the class of
-its boxes, which must agree. Train images carry no boxes (the train XMLs are not read). "test" is served by val:
-ILSVRC's test labels are not public.
+from the CSV otherwise (`val_boxes` picks one); coordinates are kept as written, and each must be a finite number.
+A val image's label is the class of its boxes, which must agree. Train images carry no boxes (the train XMLs are not
+read). "test" is served by val: ILSVRC's test labels are not public.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pipeline.data.images import (
     OnBadSample,
     SampleRecord,
     Size,
+    annotation_number,
     image_files,
     image_size,
     usable_objects,
@@ -42,6 +43,7 @@ VAL_SOLUTION = "LOC_val_solution.csv"
 _IMAGE_DIRS = ("{split}", "Data/CLS-LOC/{split}", "ILSVRC/Data/CLS-LOC/{split}")
 _VAL_XML_DIRS = ("Annotations/CLS-LOC/val", "ILSVRC/Annotations/CLS-LOC/val")
 _CSV_FIELDS_PER_BOX = 5  # wnid xmin ymin xmax ymax
+_CSV_BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
 
 # image file -> (annotation file, wnid of each box, (n, 4) boxes, image size)
 ValBoxReader = Callable[[Path], tuple[Path, list[str], np.ndarray, Size]]
@@ -142,7 +144,7 @@ class ImageNetSource(FileSource):
 def _xml_boxes(annotation_path: Path, image_path: Path) -> tuple[Path, list[str], np.ndarray, Size]:
     """An image's boxes from its CLS-LOC XML."""
     annotation = read_voc_xml(annotation_path)
-    boxes = np.array([obj.box for obj in annotation.objects], np.float32).reshape(-1, 4)
+    boxes = np.array([obj.box for obj in annotation.objects], np.float64).reshape(-1, 4)
     return annotation_path, [obj.name for obj in annotation.objects], boxes, annotation.size or image_size(image_path)
 
 
@@ -160,13 +162,14 @@ def _csv_boxes(rows: dict[str, str], csv_path: Path, image_path: Path) -> tuple[
     if image_path.stem not in rows:
         raise BadSampleError(csv_path, f"no row for image {image_path.stem}")
     fields = rows[image_path.stem].split()
-    starts = range(0, len(fields), _CSV_FIELDS_PER_BOX)
-    try:
-        if len(fields) % _CSV_FIELDS_PER_BOX:
-            raise ValueError(f"{len(fields)} fields")
-        boxes = np.array([fields[i + 1 : i + _CSV_FIELDS_PER_BOX] for i in starts], np.float32).reshape(-1, 4)
-    except ValueError as error:
+    if len(fields) % _CSV_FIELDS_PER_BOX:
         raise BadSampleError(
-            csv_path, f"row {image_path.stem}: PredictionString is not 'wnid xmin ymin xmax ymax'... ({error})"
-        ) from None
-    return csv_path, fields[::_CSV_FIELDS_PER_BOX], boxes, image_size(image_path)
+            csv_path,
+            f"row {image_path.stem}: PredictionString is not 'wnid xmin ymin xmax ymax'... ({len(fields)} fields)",
+        )
+    boxes = []
+    for start in range(0, len(fields), _CSV_FIELDS_PER_BOX):
+        where = f"row {image_path.stem}, box {start // _CSV_FIELDS_PER_BOX}"
+        coordinates = zip(_CSV_BOX_FIELDS, fields[start + 1 : start + _CSV_FIELDS_PER_BOX])
+        boxes.append([annotation_number(value, name, csv_path, where) for name, value in coordinates])
+    return csv_path, fields[::_CSV_FIELDS_PER_BOX], np.array(boxes, np.float64).reshape(-1, 4), image_size(image_path)

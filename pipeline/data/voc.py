@@ -10,6 +10,8 @@ Expected layout under `root` (the `VOC2012` folder of VOCdevkit)::
 
 Images are keyed by the annotation's file stem, as the ImageSets lists are; the XML's `<filename>` is not trusted
 (it can name another file). Boxes keep the file's 1-based pixel coordinates (xmin, ymin, xmax, ymax, all inclusive).
+Every coordinate must be a finite number and a stated size positive integers; a size of 0 means "not recorded" (the
+size is then read from the image), as some tools write it.
 The target is the (20,) multi-hot of the classes of the kept boxes, so every class it marks has boxes to localize;
 `difficult` objects are left out unless `include_difficult`, and an image whose objects are all difficult is kept,
 with no boxes and an all-zero target. "test" reads ImageSets/Main/test.txt where there is one (VOC 2007; VOC 2012's
@@ -30,6 +32,8 @@ from pipeline.data.images import (
     OnBadSample,
     SampleRecord,
     Size,
+    annotated_size,
+    annotation_number,
     image_size,
     usable_objects,
 )
@@ -76,34 +80,34 @@ class VOCAnnotation:
     objects: list[VOCObject]
 
 
-def _number(element: ET.Element, path: str, annotation: Path, where: str) -> float:
-    """The number at `path` under `element`, or `BadSampleError` naming the field."""
-    text = element.findtext(path)
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise BadSampleError(annotation, f"{where}: <{path}> is missing or not a number ({text!r})") from None
-
-
 def read_voc_xml(path: Path) -> VOCAnnotation:
-    """Parse a PASCAL VOC / ImageNet CLS-LOC annotation, or raise `BadSampleError` naming the file and the field."""
+    """Parse a PASCAL VOC / ImageNet CLS-LOC annotation, or raise `BadSampleError` naming the file and the field.
+
+    Numbers are returned as written (checked finite, not yet checked against the image: `usable_objects` does that).
+    """
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
         raise BadSampleError(path, "annotation file not found") from None
+    except OSError as error:
+        raise BadSampleError(path, f"annotation file cannot be read ({error.strerror})") from None
     except ET.ParseError as error:
         raise BadSampleError(path, f"XML does not parse ({error})") from None
     size = None
     if root.find("size") is not None:
-        width, height = (int(_number(root, f"size/{side}", path, "size")) for side in ("width", "height"))
-        size = (width, height) if width > 0 and height > 0 else None
+        fields = ("<size/width>", "<size/height>")
+        width, height = (root.findtext(f"size/{side}") for side in ("width", "height"))
+        size = annotated_size(width, height, path, fields, zero_is_unknown=True)
     objects = []
     for position, element in enumerate(root.iterfind("object")):
         where = f"object {position}"
         name = (element.findtext("name") or "").strip()
         if not name:
             raise BadSampleError(path, f"{where}: <name> is missing")
-        box = tuple(_number(element, f"bndbox/{field}", path, where) for field in _BOX_FIELDS)
+        box = tuple(
+            annotation_number(element.findtext(f"bndbox/{field}"), f"<bndbox/{field}>", path, where)
+            for field in _BOX_FIELDS
+        )
         difficult = element.findtext("difficult", "0").strip() == "1"
         objects.append(VOCObject(name, box, difficult))
     return VOCAnnotation(size, objects)
@@ -154,7 +158,7 @@ class VOCSource(FileSource):
         boxes, box_labels, kept = usable_objects(
             annotation_path,
             [annotation.objects[i].name for i in positions],
-            np.array([annotation.objects[i].box for i in positions], np.float32).reshape(-1, 4),
+            np.array([annotation.objects[i].box for i in positions], np.float64).reshape(-1, 4),
             size,
             self._class_index,
             self.bad_samples,

@@ -8,14 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_datasets import (
-    cub_image_path,
-    voc_xml,
-    write_coco,
-    write_cub,
-    write_imagenet,
-    write_voc,
-)
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -25,6 +17,14 @@ from pipeline.data.folder import FolderSource, ImageFolderDataset
 from pipeline.data.imagenet import ImageNetSource
 from pipeline.data.images import BadSampleError, BadSampleWarning, RawSampleDataset, load_rgb
 from pipeline.data.voc import VOCSource
+from tests.helpers.datasets import (
+    cub_image_path,
+    voc_xml,
+    write_coco,
+    write_cub,
+    write_imagenet,
+    write_voc,
+)
 
 ONE_OBJECT_ID = "2008_000015"  # a val image with one bottle, 80x64
 THREE_OBJECT_ID = "2008_000019"  # a val image with two dogs and a person, 100x80
@@ -141,7 +141,50 @@ def _only_box_degenerate(root: Path) -> tuple[Path, str]:
     return path, "degenerate box (20, 5, 20, 50)"
 
 
-SAMPLE_PROBLEMS = [_delete_annotation, _unparsable_xml, _box_not_a_number, _delete_image, _only_box_degenerate]
+def _rewrite_bottle(root: Path, size: tuple = (80, 64), box: tuple = (5, 5, 20, 50)) -> Path:
+    """Rewrite the one-bottle annotation (80x64, box (5, 5, 20, 50)) with other size or box values."""
+    path = root / "Annotations" / f"{ONE_OBJECT_ID}.xml"
+    path.write_text(voc_xml(f"{ONE_OBJECT_ID}.jpg", size, [("bottle", box, False)]))
+    return path
+
+
+def _box_infinite(root: Path) -> tuple[Path, str]:  # was clipped to the image border
+    return _rewrite_bottle(root, box=(5, 5, "inf", 50)), "object 0: <bndbox/xmax> is not a finite number ('inf')"
+
+
+def _box_minus_infinite(root: Path) -> tuple[Path, str]:  # was clipped to 0
+    return _rewrite_bottle(root, box=("-inf", 5, 20, 50)), "object 0: <bndbox/xmin> is not a finite number ('-inf')"
+
+
+def _box_nan(root: Path) -> tuple[Path, str]:  # was reported as a degenerate box
+    return _rewrite_bottle(root, box=(5, 5, 20, "nan")), "object 0: <bndbox/ymax> is not a finite number ('nan')"
+
+
+def _size_negative(root: Path) -> tuple[Path, str]:  # was ignored, the size read from the image instead
+    return _rewrite_bottle(root, size=(-5, 64)), "<size/width> must be a positive integer, got -5"
+
+
+def _size_infinite(root: Path) -> tuple[Path, str]:  # was an OverflowError from int()
+    return _rewrite_bottle(root, size=(80, "inf")), "<size/height> is not a finite number ('inf')"
+
+
+def _size_fractional(root: Path) -> tuple[Path, str]:  # was truncated to 80
+    return _rewrite_bottle(root, size=(80.5, 64)), "<size/width> must be a positive integer, got 80.5"
+
+
+SAMPLE_PROBLEMS = [
+    _delete_annotation,
+    _unparsable_xml,
+    _box_not_a_number,
+    _delete_image,
+    _only_box_degenerate,
+    _box_infinite,
+    _box_minus_infinite,
+    _box_nan,
+    _size_negative,
+    _size_infinite,
+    _size_fractional,
+]
 
 
 @pytest.mark.parametrize("make_problem", SAMPLE_PROBLEMS)
@@ -162,6 +205,15 @@ def test_bad_sample_while_indexing_is_skipped_with_a_warning_and_counted(voc_roo
     assert THREE_OBJECT_ID in [record.image_id for record in dataset.records]
     assert source.skipped and {path for path, _ in source.skipped} == {str(culprit)}
     assert problem in source.skipped[0][1]
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 64), (80, 0)])
+def test_voc_size_of_zero_means_not_recorded_and_is_read_from_the_image(voc_root, size):
+    _rewrite_bottle(voc_root, size=size)
+    source = VOCSource(voc_root)
+    dataset = source.dataset("val")
+    assert dataset.records[index_of(dataset, ONE_OBJECT_ID)].image_size == (80, 64)
+    assert source.skipped == []
 
 
 # Problems with one box among several: the box (with its object) goes, the sample stays.
@@ -254,6 +306,8 @@ def test_every_image_mode_is_converted_to_rgb_with_sensible_values(tmp_path):
     for name, rgb in expected.items():
         image = samples[name]["image"]
         assert image.dtype == np.uint8 and image.shape == rgb.shape, name
+        # a flat colour survives JPEG up to its DC quantization (< 1/8 level at quality 95) and the decoder's IDCT
+        # rounding, a level or two on any conforming decoder (libjpeg-turbo's gives 0): not a measured bound
         tolerance = 3 if name.endswith(".jpg") else 0
         assert np.abs(image.astype(int) - rgb).max() <= tolerance, name
 
@@ -284,6 +338,37 @@ CAT = 1  # class index of COCO category 7
         (lambda doc: doc["annotations"][0].update(bbox=[5, 5, 0, 50]), "object 0: degenerate box (5, 5, 5, 55)", CAT),
         (lambda doc: doc["annotations"][0].update(image_id=404), "annotation 0: image_id 404 is not among", CAT),
         (lambda doc: doc["annotations"][0].update(bbox="5 5 70 50"), "bbox must be [x, y, width, height]", None),
+        (lambda doc: doc["annotations"][0].update(bbox=[5, 5, 70]), "bbox must be [x, y, width, height]", None),
+        (lambda doc: doc["annotations"][0].update(bbox=[5, 5, -70, 50]), "degenerate box (5, 5, -65, 55)", CAT),
+        (lambda doc: doc["annotations"][0].update(bbox=[5, 5, 70, -50]), "degenerate box (5, 5, 75, -45)", CAT),
+        # json writes and reads these as Infinity and NaN; before, an infinite width was clipped to the image
+        (
+            lambda doc: doc["annotations"][0].update(bbox=[5, 5, float("inf"), 50]),
+            "image nested/bird_and_cat.png, object 0: bbox width is not a finite number (inf)",
+            None,
+        ),
+        (
+            lambda doc: doc["annotations"][0].update(bbox=[float("nan"), 5, 70, 50]),
+            "image nested/bird_and_cat.png, object 0: bbox x is not a finite number (nan)",
+            None,
+        ),
+        (
+            lambda doc: doc["annotations"][0].update(bbox=[5, 5, 70, "fifty"]),
+            "object 0: bbox height is missing or not a number ('fifty')",
+            None,
+        ),
+        # a stated image size that is not positive: before, the size was silently read from the image instead
+        (
+            lambda doc: doc["images"][0].update(width=-90),
+            "image nested/bird_and_cat.png: width must be a positive integer, got -90",
+            None,
+        ),
+        (
+            lambda doc: doc["images"][0].update(height=0),
+            "image nested/bird_and_cat.png: height must be a positive",
+            None,
+        ),
+        (lambda doc: doc["images"][0].update(height=float("inf")), "height is not a finite number (inf)", None),
     ],
 )
 def test_bad_coco_annotation_raises_or_is_skipped(tmp_path, edit, problem, bird_and_cat_target):
@@ -339,6 +424,60 @@ def test_cub_missing_box_line_and_unknown_class_id(tmp_path):
     assert samples == {Path(cub_image_path(6)).stem}
     assert [path for path, _ in source.skipped] == [str(boxes_txt), str(labels_txt)]
     assert "class id 201 is not in classes.txt" in source.skipped[1][1]
+
+
+def test_coco_image_without_a_stated_size_takes_it_from_the_image_file(tmp_path):
+    write_coco(tmp_path)
+    val_json = tmp_path / "annotations" / "val.json"
+    document = json.loads(val_json.read_text())
+    del document["images"][0]["width"], document["images"][0]["height"]
+    val_json.write_text(json.dumps(document))
+    dataset = COCOSource(tmp_path / "images", val_json=val_json).dataset("val")
+    assert dataset.records[index_of(dataset, "nested/bird_and_cat.png")].image_size == (90, 70)
+
+
+@pytest.mark.parametrize(
+    ("box_line", "problem"),
+    [
+        ("2 5.5 5.5 nan 60.0", "image 2: width is not a finite number ('nan')"),  # was a "degenerate box (5.5, ...)"
+        ("2 5.5 5.5 inf 60.0", "image 2: width is not a finite number ('inf')"),  # was clipped to the image
+        ("2 -inf 5.5 50.0 60.0", "image 2: x is not a finite number ('-inf')"),  # was clipped to 0
+        ("2 5.5 5.5 50.0 sixty", "image 2: height is missing or not a number ('sixty')"),
+        ("2 5.5 5.5 -50.0 60.0", "image 2, object 0: degenerate box (5.5, 5.5, -44.5, 65.5)"),
+        # each number finite, their sum not: the box check catches what the number check cannot
+        ("2 1e308 5.5 1e308 60.0", "image 2, object 0: box (1e+308, 5.5, inf, 65.5) has a coordinate that is not"),
+    ],
+)
+def test_cub_box_that_is_not_finite_or_has_a_negative_size_is_bad(tmp_path, box_line, problem):
+    root = tmp_path / "CUB_200_2011"
+    write_cub(root)
+    boxes_txt = root / "bounding_boxes.txt"
+    boxes_txt.write_text(
+        "".join((box_line if line.startswith("2 ") else line) + "\n" for line in boxes_txt.read_text().splitlines())
+    )
+    with pytest.raises(BadSampleError, match=re.escape(problem)) as error:
+        CUBSource(root).dataset("test")
+    assert error.value.path == str(boxes_txt)
+    source = CUBSource(root, on_bad_sample="skip")
+    with warns_about(boxes_txt):
+        samples = {sample["image_id"] for sample in source.dataset("test")}
+    assert samples == {Path(cub_image_path(image_id)).stem for image_id in (4, 6)}
+    assert {path for path, _ in source.skipped} == {str(boxes_txt)} and problem in source.skipped[0][1]
+
+
+def test_imagenet_csv_coordinate_that_is_not_finite_is_bad(tmp_path):
+    root = tmp_path / "imagenet"
+    write_imagenet(root, xml=False)
+    csv_path = root / "LOC_val_solution.csv"
+    csv_path.write_text(csv_path.read_text().replace("n01443537 10 8 50 40", "n01443537 10 8 inf 40"))
+    problem = "row ILSVRC2012_val_00000001, box 0: xmax is not a finite number ('inf')"  # was clipped to the image
+    with pytest.raises(BadSampleError, match=re.escape(problem)):
+        ImageNetSource(root).dataset("val")
+    source = ImageNetSource(root, on_bad_sample="skip")
+    with warns_about(csv_path):
+        dataset = source.dataset("val")
+    assert "ILSVRC2012_val_00000001" not in [record.image_id for record in dataset.records]
+    assert source.skipped == [(str(csv_path), problem)]
 
 
 def test_imagenet_csv_without_a_row_for_an_image_and_val_boxes_of_two_classes(tmp_path):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fixtures_datasets import (
+from jsonargparse import ArgumentParser
+
+from pipeline.data.coco import COCOSource
+from pipeline.data.cub import CUBSource
+from pipeline.data.folder import UNLABELLED, FolderSource, ImageFolderDataset
+from pipeline.data.imagenet import ImageNetSource
+from pipeline.data.images import RawSampleDataset
+from pipeline.data.source import ImageSource
+from pipeline.data.voc import VOC_CLASSES, VOCSource, read_voc_xml
+from tests.helpers.datasets import (
     COCO_CLASS_INDEX,
     CUB_MASK_FRINGE,
     IMAGENET_SYNSETS,
@@ -19,15 +28,6 @@ from fixtures_datasets import (
     write_imagenet,
     write_voc,
 )
-from jsonargparse import ArgumentParser
-
-from pipeline.data.coco import COCOSource
-from pipeline.data.cub import CUBSource
-from pipeline.data.folder import UNLABELLED, FolderSource, ImageFolderDataset
-from pipeline.data.imagenet import ImageNetSource
-from pipeline.data.images import RawSampleDataset
-from pipeline.data.source import ImageSource
-from pipeline.data.voc import VOC_CLASSES, VOCSource, read_voc_xml
 
 
 def load_all(dataset: RawSampleDataset) -> dict[str, dict]:

@@ -97,18 +97,32 @@ def write_image(path: Path, size: tuple[int, int], boxes: list[tuple[float, floa
     return path
 
 
+Number = float | str  # a value as an annotation file writes it; text is written verbatim (e.g. "inf", "twenty")
+
+
+def xml_number(value: Number) -> str:
+    """How a PASCAL XML writes a number: integers without a point, other floats exactly (repr), text as it is."""
+    if isinstance(value, str):
+        return value
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))  # shortest exact form; "inf", "-inf" and "nan" for the non-finite
+
+
 def voc_xml(
     filename: str,
-    size: tuple[int, int],
-    objects: list[tuple[str, tuple[float, float, float, float], bool]],
+    size: tuple[Number, Number],
+    objects: list[tuple[str, tuple[Number, Number, Number, Number], bool]],
     folder: str = "VOC2012",
 ) -> str:
     """A PASCAL-style annotation laid out like the distributed files; objects are (name, xyxy box, difficult)."""
-    width, height = size
+    width, height = (xml_number(side) for side in size)
     object_xml = "".join(
         f"\t<object>\n\t\t<name>{name}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
         f"\t\t<difficult>{int(difficult)}</difficult>\n\t\t<bndbox>\n"
-        + "".join(f"\t\t\t<{tag}>{value:g}</{tag}>\n" for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box))
+        + "".join(
+            f"\t\t\t<{tag}>{xml_number(value)}</{tag}>\n" for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box)
+        )
         + "\t\t</bndbox>\n\t</object>\n"
         for name, box, difficult in objects
     )
