@@ -3,11 +3,27 @@
 The default is made to be learnable by a small ViT trained from scratch on a CPU in minutes: every class has its
 own hue (with jitter), drawn on a muted gradient background with a few small muted distractors. `random_colors`
 (hue no longer tied to class), `clutter` (more distractors) and `max_instances` (several instances) make it harder.
+
+Shortcut options build a model that is right for the wrong reason, to see whether its explanations catch it.
+`marker_fraction` p puts a small pure-white square (`marker_size` px, by default 5 px per 64 px of image side) on
+that share of the images, in a band along the top border at an x position coded by class (class c in the middle
+of the c-th of `num_classes` equal columns); as soon as p > 0 every object of the dataset is placed below the band
+with two free rows, so the marker never touches an object box, and it is never part of the boxes or masks.
+`hue_reliability` is the share of objects drawn in their class hue, the others get a random hue (1.0: always the
+class hue, today's default; `random_colors` is the same as 0.0). `marker_mode` says where the marker goes: "same"
+at the image's own class spot, "shuffled" at a wrong class's spot (label + a seeded offset in 1..num_classes-1,
+never the true class), "absent" nowhere. The three modes share the images, the objects and which images carry a
+marker (the same share p): only the marker's spot changes, so a test split in "shuffled" or "absent" mode measures
+how much the model leans on the marker (use p = 1 for a misleading marker on every test image). Measured with
+configs/shortcut.yaml (tiny ViT, 2 epochs, no crop or flip, p = 1, hue_reliability 0.7; scripts/shortcut_study.py):
+the shortcut is taken (val accuracy 1.00, shuffled-marker test accuracy 0.00) while the object alone is still
+learnable (val accuracy 0.73 without any marker).
 """
 
 from __future__ import annotations
 
 import colorsys
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -27,8 +43,15 @@ _PLACEMENT_TRIES = 20  # per instance or distractor; one that finds no free spot
 _CLEARANCE = 2  # pixels kept free around each instance (and its box, for distractors), so nothing touches it
 _HUE_JITTER = 0.2  # of the hue spacing between classes, either way
 _NOISE_STD = 4.0  # grey levels
-# Each sample draws from independent streams, so changing one option (colours, clutter) leaves the rest as it was.
-_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM = range(3)
+_MARKER_TOP = 1  # first row of the marker band, the same one-pixel margin the objects keep from the border
+_MARKER_PIXELS_PER_64 = 5  # default marker side per 64 px of image side
+_MARKER_VALUE = 255  # pure white in every channel: a colour no background, distractor or object pixel takes
+# Each sample draws from independent streams, so changing one option (colours, clutter, markers) leaves the rest as
+# it was; the marker and hue-reliability streams came later and are only read when those options are on.
+_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM, _MARKER_STREAM, _HUE_STREAM = range(5)
+
+MarkerMode = Literal["same", "shuffled", "absent"]
+MARKER_MODES = get_args(MarkerMode)
 
 
 def _regular_polygon(vertices: int, first_vertex_deg: float = -90.0) -> np.ndarray:
@@ -81,14 +104,19 @@ def _fill(outlines: list[np.ndarray], image_size: int) -> np.ndarray:
     return mask
 
 
-def _place_shape(shape: str, radius: float, image_size: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) uint8 0/1 mask of `shape`, slightly rotated, at a random position fully inside the image."""
+def _place_shape(shape: str, radius: float, image_size: int, rng: np.random.Generator, top: float = 1.0) -> np.ndarray:
+    """(H, W) uint8 0/1 mask of `shape`, slightly rotated, at a random position inside the image below row `top`."""
     angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
     cos, sin = np.cos(angle), np.sin(angle)
     rotation = np.array([[cos, sin], [-sin, cos]])  # acts on row vectors (x, y)
     outlines = [radius * unit @ rotation for unit in _UNIT_OUTLINES[shape]]
     low, high = outlines[0].min(axis=0), outlines[0].max(axis=0)
-    center = rng.uniform(1.0 - low, image_size - 2.0 - high)  # one pixel of margin on every side
+    room = image_size - 2.0 - top  # height left under a marker band; never binding without one (top = 1)
+    if high[1] - low[1] > room:
+        outlines = [outline * (room / (high[1] - low[1])) for outline in outlines]
+        low, high = outlines[0].min(axis=0), outlines[0].max(axis=0)
+    lowest = np.array([1.0, top]) - low  # one pixel of margin on every side, and `top` free rows above
+    center = rng.uniform(lowest, np.maximum(lowest, image_size - 2.0 - high))  # max: a shrunk shape fits to the ulp
     return _fill([outline + center for outline in outlines], image_size)
 
 
@@ -129,9 +157,17 @@ class SyntheticShapes(Dataset):
         image_size: Side of the square images in pixels (>= 32).
         num_classes: Number of shape classes, the first of SHAPE_NAMES (2..8).
         seed: Non-negative seed; datasets with different seeds share no image.
-        random_colors: Draw each object's hue at random instead of from its class, so only the shape tells the class.
+        random_colors: Draw each object's hue at random instead of from its class, so only the shape tells the class
+            (the same as ``hue_reliability=0``).
         clutter: Number of small muted distractors (blobs, lines) per image, kept off the objects.
         max_instances: Up to this many instances of the one class per image (1..3); smaller when there are more.
+        marker_fraction: Share (0..1) of the images that carry the class-coded white marker on the top border; any
+            value > 0 also keeps every object below the marker band.
+        marker_size: Side of the square marker in pixels; None: 5 px per 64 px of image side. At most
+            ``image_size // num_classes - 1``, so the spots of two classes never touch.
+        hue_reliability: Share (0..1) of objects drawn in their class hue; the others get a random hue.
+        marker_mode: Where a carried marker goes: "same" (the image's class spot), "shuffled" (a wrong class's spot)
+            or "absent" (not drawn; the band is still kept clear).
     """
 
     def __init__(
@@ -143,8 +179,14 @@ class SyntheticShapes(Dataset):
         random_colors: bool = False,
         clutter: int = 3,
         max_instances: int = 1,
+        marker_fraction: float = 0.0,
+        marker_size: int | None = None,
+        hue_reliability: float = 1.0,
+        marker_mode: MarkerMode = "same",
     ) -> None:
         _check_options(num_images, image_size, num_classes, seed, clutter, max_instances)
+        marker_size = default_marker_size(image_size) if marker_size is None else marker_size
+        _check_shortcut_options(image_size, num_classes, marker_fraction, marker_size, hue_reliability, marker_mode)
         self.num_images = num_images
         self.image_size = image_size
         self.num_classes = num_classes
@@ -152,7 +194,13 @@ class SyntheticShapes(Dataset):
         self.random_colors = random_colors
         self.clutter = clutter
         self.max_instances = max_instances
+        self.marker_fraction = marker_fraction
+        self.marker_size = marker_size
+        self.hue_reliability = hue_reliability
+        self.marker_mode = marker_mode
         self.class_names = list(SHAPE_NAMES[:num_classes])
+        # objects start at this row: below the marker band and _CLEARANCE free rows once markers are on
+        self._object_top = float(_MARKER_TOP + marker_size + _CLEARANCE) if marker_fraction > 0 else 1.0
 
     def __len__(self) -> int:
         return self.num_images
@@ -160,9 +208,8 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, index: int) -> RawSample:
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} shapes images")
-        geometry_rng, color_rng, clutter_rng = (
-            np.random.default_rng([self.seed, int(index), stream])
-            for stream in (_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM)
+        geometry_rng, color_rng, clutter_rng, hue_rng = (
+            self._rng(index, stream) for stream in (_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM, _HUE_STREAM)
         )
         # The class comes from the generator, not from index % num_classes, so strided subsets stay balanced.
         label = int(geometry_rng.integers(self.num_classes))
@@ -179,15 +226,55 @@ class SyntheticShapes(Dataset):
         noise = color_rng.normal(0.0, _NOISE_STD, image.shape)
         self._draw_distractors(image, _surroundings(boxed) > 0, clutter_rng)
         for instance_mask in instance_masks:
-            image[instance_mask > 0] = _rgb(self._object_hue(label, color_rng), *color_rng.uniform(0.65, 1.0, size=2))
+            hue = self._object_hue(label, color_rng, hue_rng)
+            image[instance_mask > 0] = _rgb(hue, *color_rng.uniform(0.65, 1.0, size=2))
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
+        marker_class = self._marker_class(label, index)
+        if marker_class is not None:
+            x_min, y_min, x_max, y_max = self.marker_box(marker_class).astype(int)
+            image[y_min : y_max + 1, x_min : x_max + 1] = _MARKER_VALUE  # after the noise: exactly white
         return RawSample(
-            image=np.clip(image + noise, 0, 255).astype(np.uint8),
+            image=image,
             boxes=boxes,
             box_labels=np.full(len(instance_masks), label, np.int64),
             target=label,
             image_id=f"shapes-{self.seed}-{index}",
             mask=mask,
         )
+
+    def marker_box(self, class_index: int) -> np.ndarray:
+        """(4,) float32 inclusive xyxy of the marker spot of `class_index`: centred in its column of the top band."""
+        if not 0 <= class_index < self.num_classes:
+            raise ValueError(f"class_index must be in [0, {self.num_classes - 1}], got {class_index}")
+        column_start = class_index * self.image_size // self.num_classes
+        column_width = (class_index + 1) * self.image_size // self.num_classes - column_start
+        x_min = column_start + (column_width - self.marker_size) // 2
+        y_min = _MARKER_TOP
+        return np.array([x_min, y_min, x_min + self.marker_size - 1, y_min + self.marker_size - 1], np.float32)
+
+    def marker_class(self, index: int) -> int | None:
+        """The class whose spot carries the marker in image `index`, or None when that image has no marker."""
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"index {index} out of range for {self.num_images} shapes images")
+        label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
+        return self._marker_class(label, index)
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """The generator of one stream of sample `index`: independent of every other stream and sample."""
+        return np.random.default_rng([self.seed, int(index), stream])
+
+    def _marker_class(self, label: int, index: int) -> int | None:
+        """Both draws always happen, so the three modes share which images carry a marker."""
+        if self.marker_fraction == 0:
+            return None
+        marker_rng = self._rng(index, _MARKER_STREAM)
+        carries = marker_rng.uniform() < self.marker_fraction
+        wrong_class_offset = int(marker_rng.integers(1, self.num_classes))  # 1..num_classes-1: never the label
+        if not carries or self.marker_mode == "absent":
+            return None
+        if self.marker_mode == "shuffled":
+            return (label + wrong_class_offset) % self.num_classes
+        return label
 
     def _instance_masks(self, shape: str, rng: np.random.Generator) -> list[np.ndarray]:
         """Masks (H, W) uint8 0/1 of 1..max_instances non-touching instances of `shape`."""
@@ -196,7 +283,7 @@ class SyntheticShapes(Dataset):
         instance_masks = []
         for _ in range(count * _PLACEMENT_TRIES):
             radius = rng.uniform(*_RADIUS_RANGE) * self.image_size / np.sqrt(count)
-            candidate = _place_shape(shape, radius, self.image_size, rng)
+            candidate = _place_shape(shape, radius, self.image_size, rng, self._object_top)
             if (candidate & taken).any():
                 continue
             instance_masks.append(candidate)
@@ -217,12 +304,18 @@ class SyntheticShapes(Dataset):
             image[distractor] = _rgb(rng.uniform(), rng.uniform(0.0, 0.3), rng.uniform(0.2, 0.85))
             drawn += 1
 
-    def _object_hue(self, label: int, rng: np.random.Generator) -> float:
-        """The class's own hue with jitter, or any hue with `random_colors`; one draw either way."""
-        draw = rng.uniform()
-        if self.random_colors:
+    def _object_hue(self, label: int, color_rng: np.random.Generator, hue_rng: np.random.Generator) -> float:
+        """The class's own hue with jitter, or any hue; one colour draw either way, so the colour stream is shared."""
+        draw = color_rng.uniform()
+        class_hue = not self.random_colors and hue_rng.uniform() < self.hue_reliability  # always below 1.0
+        if not class_hue:
             return draw
         return (label + _HUE_JITTER * (2 * draw - 1)) / self.num_classes % 1.0
+
+
+def default_marker_size(image_size: int) -> int:
+    """5 px at 64 px images, in proportion for other sizes, at least 2 px."""
+    return max(2, int(_MARKER_PIXELS_PER_64 * image_size / 64 + 0.5))
 
 
 def _inclusive_box(instance_mask: np.ndarray) -> np.ndarray:
@@ -249,6 +342,29 @@ def _check_options(
         raise ValueError(f"max_instances must be in [1, {MAX_INSTANCES}], got {max_instances}")
 
 
+def _check_shortcut_options(
+    image_size: int,
+    num_classes: int,
+    marker_fraction: float,
+    marker_size: int,
+    hue_reliability: float,
+    marker_mode: str,
+) -> None:
+    """Clear errors for the shortcut options; the marker must fit its class's column with a pixel to spare."""
+    if not 0.0 <= marker_fraction <= 1.0:
+        raise ValueError(f"marker_fraction must be in [0, 1], got {marker_fraction}")
+    if not 0.0 <= hue_reliability <= 1.0:
+        raise ValueError(f"hue_reliability must be in [0, 1], got {hue_reliability}")
+    largest_marker = image_size // num_classes - 1
+    if not 1 <= marker_size <= largest_marker:
+        raise ValueError(
+            f"marker_size must be in [1, {largest_marker}] for {num_classes} classes at {image_size} px, "
+            f"got {marker_size}"
+        )
+    if marker_mode not in MARKER_MODES:
+        raise ValueError(f"marker_mode must be one of {MARKER_MODES}, got {marker_mode!r}")
+
+
 class ShapesSource(ImageSource):
     """The default source: SyntheticShapes splits with disjoint seeds derived from one `seed`.
 
@@ -262,6 +378,11 @@ class ShapesSource(ImageSource):
         random_colors: Draw each object's hue at random instead of from its class, so only the shape tells the class.
         clutter: Number of small muted distractors per image.
         max_instances: Up to this many instances of the one class per image (1..3).
+        marker_fraction: Share (0..1) of the images of every split that carry the class-coded white marker.
+        marker_size: Side of the square marker in pixels; None: 5 px per 64 px of image side.
+        hue_reliability: Share (0..1) of objects drawn in their class hue; the others get a random hue.
+        test_marker: The test split's marker: "same" as train and val (at the image's class spot), "shuffled" (the
+            same images carry it, at a wrong class's spot) or "absent"; nothing else about the test images changes.
     """
 
     multi_label = False
@@ -277,6 +398,10 @@ class ShapesSource(ImageSource):
         random_colors: bool = False,
         clutter: int = 3,
         max_instances: int = 1,
+        marker_fraction: float = 0.0,
+        marker_size: int | None = None,
+        hue_reliability: float = 1.0,
+        test_marker: MarkerMode = "same",
     ) -> None:
         split_sizes = {"train": train_size, "val": val_size, "test": test_size}
         for split, size in split_sizes.items():
@@ -284,6 +409,8 @@ class ShapesSource(ImageSource):
                 raise ValueError(f"{split}_size must be >= 0, got {size}")
         if seed < 0:  # checked here too: the split seeds derived from it would hide the value given
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if test_marker not in MARKER_MODES:  # checked here: the dataset's error would name its own option
+            raise ValueError(f"test_marker must be one of {MARKER_MODES}, got {test_marker!r}")
         self.class_names = list(SHAPE_NAMES[:num_classes])
         self._datasets = {
             split: SyntheticShapes(
@@ -294,6 +421,10 @@ class ShapesSource(ImageSource):
                 random_colors=random_colors,
                 clutter=clutter,
                 max_instances=max_instances,
+                marker_fraction=marker_fraction,
+                marker_size=marker_size,
+                hue_reliability=hue_reliability,
+                marker_mode=test_marker if split == "test" else "same",
             )
             for split in SPLITS
         }

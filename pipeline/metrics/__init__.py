@@ -10,17 +10,20 @@ from pipeline.metrics.functional import (
     heatmap_boxes,
     mask_localization,
     mask_pointing_game,
+    mass_in_box,
+    mass_in_mask,
     normalize_heatmaps,
     pointing_game,
     removal_ranks,
     scores_from_counts,
 )
-from pipeline.metrics.localization import LocalizationMetrics
+from pipeline.metrics.localization import REPORTED_SCORES, LocalizationMetrics
 
 __all__ = [
     "ABPC",
     "LOCALIZATION_SCORES",
     "LocalizationMetrics",
+    "REPORTED_SCORES",
     "abpc",
     "box_localization",
     "boxes_to_mask",
@@ -28,6 +31,8 @@ __all__ = [
     "heatmap_boxes",
     "mask_localization",
     "mask_pointing_game",
+    "mass_in_box",
+    "mass_in_mask",
     "normalize_heatmaps",
     "pointing_game",
     "removal_ranks",

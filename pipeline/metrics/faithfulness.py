@@ -8,7 +8,7 @@ from pipeline.metrics.functional import abpc
 
 
 class ABPC(Metric):
-    """Mean ABPC and mean MoRF / LeRF curves of explanation heatmaps (SPEC "Faithfulness: ABPC").
+    """Mean ABPC and mean MoRF / LeRF curves of explanation heatmaps (docs/method.md, "Faithfulness: ABPC").
 
     ``compute()`` returns ``abpc`` (mean), ``lerf`` and ``morf`` (mean curves, (steps,)) and ``count``; when
     nothing was added it returns the count only, so a logger never sees NaN or a made-up zero.

@@ -1,4 +1,4 @@
-"""Localization and faithfulness metrics for explanation maps, as pure functions on tensors (SPEC.md).
+"""Localization and faithfulness metrics for explanation maps, as pure functions on tensors (docs/method.md).
 
 Every function takes raw explanation maps (B, gh, gw) or heatmaps at input resolution and returns per-image
 tensors; the torchmetrics classes in this package only accumulate what these return.
@@ -79,7 +79,7 @@ def heatmap_boxes(heatmaps: Tensor, threshold: float = 0.5) -> list[Tensor]:
 def boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
     """Union of each image's boxes as a pixel mask, every box filled inclusively and clipped to the image.
 
-    Float coordinates are truncated toward zero, like the SPEC's ``int()`` scaling.
+    Float coordinates are truncated toward zero, like the protocol's ``int()`` box scaling (docs/method.md).
 
     Args:
         boxes_list: one (n_i, 4) xyxy tensor per image, inclusive ends, at ``image_size``.
@@ -245,6 +245,60 @@ def mask_pointing_game(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tenso
     return _peak_hits(heatmaps, masks.to(heatmaps.device).bool(), tolerance)
 
 
+def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int] = (224, 224)) -> Tensor:
+    """Relevance mass accuracy (Arras et al. 2022): the share of positive relevance inside the ground-truth boxes.
+
+    Threshold-free, unlike the paper's scores: the raw map is upsampled like :func:`normalize_heatmaps` (bilinear,
+    align_corners=False) but not min-max normalized, negative relevance is clamped to 0, and the score is the sum
+    inside the union of the boxes (filled inclusively, like :func:`boxes_to_mask`) over the sum in the whole image.
+    It is invariant to positive rescaling of the map. A map with no positive mass (all <= 0) and an image without
+    boxes score 0.0, never NaN: such a map points nowhere, so it cannot be credited with pointing at the object.
+
+    Args:
+        maps: (B, gh, gw) raw explanation maps (or maps already at ``image_size``).
+        boxes: one (n_i, 4) xyxy ground-truth tensor per image, inclusive ends, already at ``image_size``.
+        image_size: (H, W) of the input images.
+
+    Returns:
+        (B,) float32 shares in [0, 1].
+
+    Example:
+        >>> maps = torch.tensor([[[3.0, 1.0], [0.0, -5.0]]])  # negative relevance does not count
+        >>> mass_in_box(maps, [torch.tensor([[0, 0, 0, 0]])], image_size=(2, 2))
+        tensor([0.7500])
+        >>> mass_in_box(-maps.abs(), [torch.tensor([[0, 0, 1, 1]])], image_size=(2, 2))
+        tensor([0.])
+    """
+    _check_maps(maps)
+    _check_boxes(boxes, len(maps))
+    relevance = _positive_relevance(maps, image_size)
+    target_masks = boxes_to_mask(boxes, relevance.shape[-2:]).to(relevance.device)
+    return _mass_share(relevance, target_masks)
+
+
+def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
+    """Relevance mass accuracy against ground-truth masks: the share of positive relevance on the foreground.
+
+    The same definition as :func:`mass_in_box` with the mask's nonzero pixels as the region; no positive mass
+    scores 0.0.
+
+    Args:
+        maps: (B, gh, gw) raw explanation maps (or maps already at the masks' size).
+        masks: (B, H, W) ground-truth masks; nonzero is foreground.
+
+    Returns:
+        (B,) float32 shares in [0, 1].
+
+    Example:
+        >>> mass_in_mask(torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[0, 2]]]))
+        tensor([0.7500])
+    """
+    _check_maps(maps)
+    _check_masks(masks, len(maps))
+    relevance = _positive_relevance(maps, masks.shape[-2:])
+    return _mass_share(relevance, masks.to(relevance.device) != 0)
+
+
 def removal_ranks(heatmaps: Tensor) -> Tensor:
     """The position at which each pixel is removed, for MoRF (highest first) and LeRF (lowest first).
 
@@ -322,6 +376,23 @@ def abpc(
     curves = torch.cat(probabilities).view(batch, 2, steps)  # [:, 0] MoRF, [:, 1] LeRF
     morf, lerf = curves.unbind(dim=1)
     return {"abpc": (lerf - morf).mean(dim=1), "lerf": lerf, "morf": morf}
+
+
+def _positive_relevance(maps: Tensor, image_size: Sequence[int]) -> Tensor:
+    """(B, H, W) float32 maps upsampled like normalize_heatmaps, without normalizing, negative values set to 0."""
+    image_size = _check_image_size(image_size)
+    maps = maps.detach().float()
+    if tuple(maps.shape[-2:]) != image_size:
+        maps = F.interpolate(maps[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
+    return maps.clamp(min=0)
+
+
+def _mass_share(relevance: Tensor, target_masks: Tensor) -> Tensor:
+    """(B,) float32 share of each map's mass on its target pixels; 0.0 where the map has no mass at all."""
+    relevance = relevance.double().flatten(1)  # (B, H * W); float64 sums: a 224 x 224 image has 50k terms
+    inside = (relevance * target_masks.flatten(1)).sum(dim=1)
+    total = relevance.sum(dim=1)
+    return torch.where(total > 0, inside / total, 0.0).float()  # 0 / 0 is computed but never chosen
 
 
 def _peak_hits(heatmaps: Tensor, target_masks: Tensor, tolerance: int) -> Tensor:

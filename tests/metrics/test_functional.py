@@ -15,9 +15,11 @@ from pipeline.metrics import (
     boxes_to_mask,
     mask_localization,
     mask_pointing_game,
+    mass_in_box,
     normalize_heatmaps,
     pointing_game,
 )
+from pipeline.metrics.localization import REPORTED_SCORES
 
 SCORES = ("pixel_accuracy", "iou", "dice", "precision", "recall")
 
@@ -172,7 +174,7 @@ class TestLocalizationMetrics:
         merged, expected = first.compute(), whole.compute()
         assert merged.keys() == expected.keys()
         assert torch.equal(merged["cases"], expected["cases"]) and torch.equal(merged["skipped"], expected["skipped"])
-        for name in (*SCORES, "pointing_game"):
+        for name in REPORTED_SCORES:
             torch.testing.assert_close(merged[name], expected[name], rtol=1e-12, atol=0)
 
     def test_only_correct_cases_count_and_misclassified_are_skipped(self):
@@ -222,6 +224,103 @@ class TestLocalizationMetrics:
         result = metric.compute()
         assert set(result) == {"cases", "skipped"}
         assert result["cases"].item() == 0 and result["skipped"].item() == 3
+
+
+class TestPerClassLocalization:
+    def per_case_scores(self, maps, boxes) -> dict[str, torch.Tensor]:
+        """Every reported score of every case, from the functional API."""
+        scores = box_localization(maps, boxes, image_size=(28, 28))
+        scores["pointing_game"] = pointing_game(maps, boxes, image_size=(28, 28)).float()
+        scores["mass_in_box"] = mass_in_box(maps, boxes, image_size=(28, 28))
+        return scores
+
+    def test_per_class_means_are_the_means_of_each_class_correct_cases(self):
+        maps, boxes, correct = random_cases(12, seed=1)
+        classes = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+        metric = LocalizationMetrics(image_size=(28, 28), num_classes=4)  # class 3 never occurs
+        metric.update(maps, boxes, correct, classes=classes)
+        result = metric.compute()
+        per_case = self.per_case_scores(maps, boxes)
+        expected_cases = [int((correct & (classes == c)).sum()) for c in range(4)]
+        assert result["per_class_cases"].tolist() == expected_cases and min(expected_cases[:3]) > 0
+        for name in REPORTED_SCORES:
+            per_class = result[f"per_class_{name}"]
+            assert per_class.shape == (4,) and per_class.dtype == torch.float64
+            for c in range(3):
+                expected = per_case[name][correct & (classes == c)].double().mean().item()
+                assert per_class[c].item() == pytest.approx(expected, abs=1e-7), (name, c)
+            assert per_class[3].item() == 0.0  # no case: 0.0, never NaN; per_class_cases says to skip it
+
+    def test_overall_means_do_not_change_when_classes_are_tracked(self):
+        maps, boxes, correct = random_cases(8, seed=2)
+        plain, by_class = (
+            LocalizationMetrics(image_size=(28, 28)),
+            LocalizationMetrics(image_size=(28, 28), num_classes=3),
+        )
+        plain.update(maps, boxes, correct)
+        by_class.update(maps, boxes, correct, classes=torch.arange(8) % 3)
+        plain_result, by_class_result = plain.compute(), by_class.compute()
+        assert set(by_class_result) - set(plain_result) == {
+            "per_class_cases",
+            *(f"per_class_{name}" for name in REPORTED_SCORES),
+        }
+        for name, value in plain_result.items():
+            assert torch.equal(by_class_result[name], value), name
+
+    def test_merged_halves_equal_one_pass_as_under_ddp(self):
+        maps, boxes, correct = random_cases(10, seed=3)
+        classes = torch.tensor([1, 0, 1, 1, 2, 0, 2, 1, 0, 0])
+        whole = LocalizationMetrics(image_size=(28, 28), num_classes=3)
+        whole.update(maps, boxes, correct, classes=classes)
+        first, second = (LocalizationMetrics(image_size=(28, 28), num_classes=3) for _ in range(2))
+        first.update(maps[:4], boxes[:4], correct[:4], classes=classes[:4])
+        second.update(maps[4:], boxes[4:], correct[4:], classes=classes[4:])
+        first.merge_state(second)
+        merged, expected = first.compute(), whole.compute()
+        assert merged.keys() == expected.keys()
+        assert torch.equal(merged["per_class_cases"], expected["per_class_cases"])
+        for name in REPORTED_SCORES:
+            torch.testing.assert_close(merged[f"per_class_{name}"], expected[f"per_class_{name}"], rtol=1e-12, atol=0)
+
+    def test_mask_mode_accumulates_per_class(self):
+        maps = torch.zeros(3, 8, 8)
+        maps[:, 2:6, 2:6] = 1.0
+        masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+        masks[:2, 2:6, 2:6] = True  # the first two cases are right on, the third has an empty mask
+        metric = LocalizationMetrics(num_classes=2)
+        metric.update(maps, None, torch.ones(3, dtype=torch.bool), masks=masks, classes=torch.tensor([0, 1, 1]))
+        result = metric.compute()
+        assert result["per_class_cases"].tolist() == [1, 2]
+        assert result["per_class_mass_in_box"].tolist() == [1.0, 0.5]
+
+    def test_no_used_case_reports_the_counts_only(self):
+        maps, boxes, _ = random_cases(3)
+        metric = LocalizationMetrics(image_size=(28, 28), num_classes=2)
+        metric.update(maps, boxes, torch.zeros(3, dtype=torch.bool), classes=torch.tensor([0, 1, 1]))
+        result = metric.compute()
+        assert set(result) == {"cases", "skipped", "per_class_cases"}
+        assert result["per_class_cases"].tolist() == [0, 0] and result["skipped"].item() == 3
+
+    def test_classes_are_required_with_num_classes(self):
+        with pytest.raises(ValueError, match=r"classes must be a \(2,\) integer tensor"):
+            LocalizationMetrics(image_size=(8, 8), num_classes=3).update(
+                torch.zeros(2, 4, 4), [torch.zeros(0, 4)] * 2, torch.ones(2, dtype=torch.bool)
+            )
+
+    def test_classes_are_refused_without_num_classes(self):
+        with pytest.raises(ValueError, match="built without num_classes"):
+            LocalizationMetrics(image_size=(8, 8)).update(
+                torch.zeros(1, 4, 4), [torch.zeros(0, 4)], torch.ones(1, dtype=torch.bool), classes=torch.zeros(1)
+            )
+
+    def test_classes_out_of_range(self):
+        with pytest.raises(ValueError, match=r"classes must be in \[0, 2\], got values from 0 to 3"):
+            LocalizationMetrics(image_size=(8, 8), num_classes=3).update(
+                torch.zeros(2, 4, 4),
+                [torch.zeros(0, 4)] * 2,
+                torch.ones(2, dtype=torch.bool),
+                classes=torch.tensor([0, 3]),
+            )
 
 
 class TestBadInputs:
