@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,8 +27,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 import pipeline
-from pipeline.explain import Explainer, build_explainer, check_explainable
+from pipeline.explain import METHODS, Explainer, build_explainer, check_explainable
+from pipeline.inputs import InputConfig
 from pipeline.metrics import normalize_heatmaps
+from pipeline.models import load_state_dict_strictly
 
 FORMAT_NAME = "agcam-explained-checkpoint"
 FORMAT_VERSION = 1
@@ -78,57 +81,127 @@ class Explanation(NamedTuple):
     scores: torch.Tensor  # probability of each explained class, shaped like targets
 
 
-def make_card(
-    timm_model: str,
-    model_kwargs: dict[str, Any] | None,
-    num_classes: int,
-    input_size: Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    class_names: Sequence[str] | None,
-    multi_label: bool,
-    methods: Sequence[str] = ("agcam",),
-    threshold: float = 0.5,
-    validation: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything needed to rebuild and use a model with timm alone, as a JSON-ready card (hash added on save).
+def current_versions() -> dict[str, str]:
+    """The library versions a card records."""
+    return {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "safetensors": safetensors.__version__,
+        "pipeline": pipeline.__version__,
+    }
+
+
+@dataclass
+class ExplainedCard:
+    """Everything needed to rebuild and use a model with timm alone; its JSON form is the file's card.
+
+    Validated when made (from code or from a file): a ValueError names the field at fault.
 
     Args:
         timm_model: the timm model name.
-        model_kwargs: extra timm constructor arguments (img_size, patch_size, depth, ...).
         num_classes: size of the classifier head.
-        input_size: (H, W) the model takes.
-        mean: per-channel normalization mean of its inputs.
-        std: per-channel normalization std.
+        input: the input the model takes (size, normalization, interpolation).
         class_names: one name per class (None: the class indices as names).
         multi_label: sigmoid per class instead of a softmax.
+        model_kwargs: extra timm constructor arguments (img_size, patch_size, depth, ...).
         methods: explanation methods measured for the model, the first being the default.
-        threshold: heatmap threshold of the box protocol.
+        threshold: heatmap threshold of the box protocol, in (0, 1).
         validation: the last validation's metrics, dataset and case counts, or None.
-
-    Returns:
-        The card without ``content_sha256``.
+        versions: library versions that wrote the card.
     """
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "timm_model": timm_model,
-        "model_kwargs": dict(model_kwargs or {}),
-        "num_classes": int(num_classes),
-        "input_size": [int(side) for side in input_size],
-        "mean": [float(value) for value in mean],
-        "std": [float(value) for value in std],
-        "class_names": list(class_names) if class_names else [str(i) for i in range(num_classes)],
-        "multi_label": bool(multi_label),
-        "explainer": {"methods": list(methods), "threshold": float(threshold)},
-        "validation": validation,
-        "versions": {
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "safetensors": safetensors.__version__,
-            "pipeline": pipeline.__version__,
-        },
-    }
+
+    timm_model: str
+    num_classes: int
+    input: InputConfig
+    class_names: list[str] | None = None
+    multi_label: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["agcam"])
+    threshold: float = 0.5
+    validation: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=current_versions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timm_model, str) or not self.timm_model:
+            raise ValueError(f"timm_model must be a timm model name, got {self.timm_model!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        self.class_names = list(self.class_names) if self.class_names else [str(i) for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes or not all(isinstance(n, str) for n in self.class_names):
+            raise ValueError(
+                f"class_names must be {self.num_classes} strings (num_classes), got {len(self.class_names)}"
+            )
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a JSON object, got {type(self.model_kwargs).__name__}")
+        self.methods = list(self.methods)
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if not self.methods or unknown:
+            raise ValueError(f"explainer.methods must be some of {sorted(METHODS)}, got {self.methods}")
+        if not isinstance(self.threshold, (int, float)) or not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"explainer.threshold must lie in (0, 1), got {self.threshold!r}")
+        self.threshold = float(self.threshold)
+        self.multi_label = bool(self.multi_label)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a ValueError naming the field when the card does not describe `model` (classes, input size)."""
+        if model.num_classes != self.num_classes:
+            raise ValueError(f"num_classes is {self.num_classes} but the model's head has {model.num_classes} outputs")
+        built_size = tuple(model.patch_embed.img_size)
+        if self.input.image_size != built_size and not getattr(model.patch_embed, "dynamic_img_size", False):
+            raise ValueError(
+                f"input_size {list(self.input.image_size)} does not fit the model, built for {list(built_size)} "
+                "(rebuild it with that img_size or dynamic_img_size=True)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON card (without its content hash)."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "timm_model": self.timm_model,
+            "model_kwargs": dict(self.model_kwargs),
+            "num_classes": self.num_classes,
+            "input_size": list(self.input.image_size),
+            "mean": list(self.input.mean),
+            "std": list(self.input.std),
+            "interpolation": self.input.interpolation,
+            "class_names": list(self.class_names),
+            "multi_label": self.multi_label,
+            "explainer": {"methods": list(self.methods), "threshold": self.threshold},
+            "validation": self.validation,
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExplainedCard:
+        """The card of a JSON object written by `to_dict`; a ValueError names a missing or invalid field."""
+        missing = [key for key in CARD_KEYS if key != HASH_KEY and key not in data]
+        if missing:
+            raise ValueError(f"the card lacks {', '.join(missing)}")
+        explainer = data["explainer"]
+        if not isinstance(explainer, dict) or not {"methods", "threshold"} <= explainer.keys():
+            raise ValueError(f"explainer must be an object with methods and threshold, got {explainer!r}")
+        try:
+            model_input = InputConfig(
+                tuple(data["input_size"]),
+                tuple(data["mean"]),
+                tuple(data["std"]),
+                data.get("interpolation", "bilinear"),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"input_size / mean / std: {error}") from None
+        return cls(
+            timm_model=data["timm_model"],
+            num_classes=data["num_classes"],
+            input=model_input,
+            class_names=data["class_names"],
+            multi_label=data["multi_label"],
+            model_kwargs=data["model_kwargs"],
+            methods=explainer["methods"],
+            threshold=explainer["threshold"],
+            validation=data["validation"],
+            versions=data["versions"],
+        )
 
 
 def content_hash(tensors: dict[str, torch.Tensor], card: dict[str, Any]) -> str:
@@ -143,20 +216,22 @@ def content_hash(tensors: dict[str, torch.Tensor], card: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def save_explained(path: str | Path, model: nn.Module, card: dict[str, Any]) -> Path:
-    """Write `model`'s weights and `card` (from `make_card`) as one safetensors file, with the content hash.
+def save_explained(path: str | Path, model: nn.Module, card: ExplainedCard) -> Path:
+    """Write `model`'s weights and `card` as one safetensors file, with the content hash.
 
     Args:
         path: the file to write (conventionally ``*.agcam``); its folder is created.
         model: the timm ViT the card describes.
-        card: the card, without ``content_sha256``.
+        card: its card.
 
     Returns:
         The path written.
     """
     path = Path(path)
+    card.check_model(model)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    hashed_card = {**card, HASH_KEY: content_hash(tensors, card)}
+    card_dict = card.to_dict()
+    hashed_card = {**card_dict, HASH_KEY: content_hash(tensors, card_dict)}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # a crash never leaves a half-written file under `path`
     save_file(tensors, partial, metadata={CARD_METADATA_KEY: json.dumps(hashed_card)})
@@ -211,39 +286,38 @@ def load_explained(path: str | Path, device: str | torch.device = "cpu") -> Expl
 
     Raises:
         ExplainedCheckpointError: the file is missing, truncated, tampered with, of another format version, or its
-            card lacks a key or does not fit the weights.
+            card lacks a key, holds an invalid value or does not fit the weights.
     """
-    card, tensors = read_explained(path)
+    raw_card, tensors = read_explained(path)
     try:
-        model = timm.create_model(
-            card["timm_model"], pretrained=False, num_classes=card["num_classes"], **card["model_kwargs"]
-        )
-    except (RuntimeError, TypeError, ValueError) as error:
-        problem = f"timm {timm.__version__} cannot build {card['timm_model']!r} with {card['model_kwargs']}"
+        card = ExplainedCard.from_dict(raw_card)
+    except (TypeError, ValueError) as error:
+        raise ExplainedCheckpointError(path, f"invalid card: {error}") from None
+    try:
+        model = timm.create_model(card.timm_model, pretrained=False, num_classes=card.num_classes, **card.model_kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as error:
+        problem = f"timm {timm.__version__} cannot build {card.timm_model!r} with {card.model_kwargs}"
         raise ExplainedCheckpointError(path, f"{problem} ({error})") from None
     try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise ExplainedCheckpointError(path, f"the weights do not fit {card['timm_model']} ({first_line})") from None
-    try:
+        load_state_dict_strictly(model, tensors, card.timm_model)
+        card.check_model(model)
         return ExplainedModel(model, card).to(device)
     except (TypeError, ValueError) as error:
-        raise ExplainedCheckpointError(path, f"the model cannot be explained ({error})") from None
+        raise ExplainedCheckpointError(path, f"invalid card or weights: {error}") from None
 
 
 class ExplainedModel:
     """A timm ViT with its card: classify and explain normalized image tensors, no training code needed.
 
-    Images are (B, 3, H, W) float tensors at the card's ``input_size``, normalized with its ``mean`` and ``std``
+    Images are (B, 3, H, W) float tensors at the card's input size, normalized with its mean and std
     (``agcam explain`` does that for image files).
 
     Args:
         model: the timm ViT (put in eval mode).
-        card: its card (`make_card`).
+        card: its card.
     """
 
-    def __init__(self, model: nn.Module, card: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, card: ExplainedCard) -> None:
         check_explainable(model)
         self.model = model.eval()
         self.card = card
@@ -251,27 +325,19 @@ class ExplainedModel:
 
     @property
     def class_names(self) -> list[str]:
-        return self.card["class_names"]
+        return self.card.class_names
 
     @property
     def multi_label(self) -> bool:
-        return self.card["multi_label"]
+        return self.card.multi_label
 
     @property
-    def input_size(self) -> tuple[int, int]:
-        return tuple(self.card["input_size"])
-
-    @property
-    def mean(self) -> list[float]:
-        return self.card["mean"]
-
-    @property
-    def std(self) -> list[float]:
-        return self.card["std"]
+    def input_config(self) -> InputConfig:
+        return self.card.input
 
     @property
     def threshold(self) -> float:
-        return self.card["explainer"]["threshold"]
+        return self.card.threshold
 
     @property
     def device(self) -> torch.device:

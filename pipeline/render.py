@@ -1,4 +1,4 @@
-"""Pictures of explanations: a heatmap blended over its image, with ground-truth and predicted boxes."""
+"""Pictures of explanations: a heatmap blended over its image, with ground-truth and predicted boxes, as PNG."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Benchmark AG-CAM against forward-only, the authors' way, Rollout and LRP: time, memory and the issue-7 ratios.
+"""Benchmark AG-CAM against forward-only, the authors' way, Rollout and LRP: time, memory and their ratios.
 
-    python scripts/bench_explain.py --quick --out results.json     # vit_small + tiny ViT, batch <= 16
-    python scripts/bench_explain.py --out results.json              # vit_base + tiny ViT, batch 1, 8, 32
-    python scripts/bench_explain.py --device cuda --amp bf16 --quick
+    python -m scripts.bench_explain --quick --out results.json     # vit_small + tiny ViT, batch <= 16
+    python -m scripts.bench_explain --out results.json              # vit_base + tiny ViT, batch 1, 8, 32
+    python -m scripts.bench_explain --device cuda --amp bf16 --quick
+    python -m scripts.coverage                                      # AG-CAM / forward per timm family, B=16
 
 Random weights only (pretrained=False). Times are the median of --repeats interleaved rounds after --warmup
 rounds; in the JSON, *_s fields of results rows are seconds per image, those of multiclass seconds per call.
@@ -25,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -34,7 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM, AttentionRollout, TransformerAttribution
+from tests.helpers.oracle import agcam_oracle_batch
 
+REPO = Path(__file__).resolve().parents[1]  # scripts run as modules from here: python -m scripts.bench_explain
 TINY = "tiny"  # vit_tiny_patch16_224 cut to 4 blocks: img 224, patch 16, dim 192, 3 heads
 MODEL_KWARGS = {TINY: ("vit_tiny_patch16_224", {"depth": 4})}
 FULL_MODELS = ["vit_base_patch16_224", TINY]
@@ -129,63 +133,11 @@ def max_relative_error(maps: torch.Tensor, reference: torch.Tensor) -> float:
     return (diff / scale).max().item()
 
 
-def detach_input(_module: nn.Module, inputs: tuple) -> tuple:
-    """Forward pre-hook: the attention module sees a detached input (the authors' `x = x.detach()`)."""
-    return (inputs[0].detach(), *inputs[1:])
-
-
-def store_output(record: dict[str, torch.Tensor], name: str, retain_grad: bool = False) -> Callable:
-    """A forward hook that keeps the module's output as record[name], with its .grad kept if asked."""
-
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        if retain_grad:
-            output.retain_grad()
-        record[name] = output
-
-    return hook
-
-
-@contextlib.contextmanager
-def authors_hooks(model: nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
-    """The authors' instrumentation: detached attention input, unfused attention, A kept with retain_grad."""
-    records: list[dict[str, torch.Tensor]] = [{} for _ in model.blocks]
-    fused = [block.attn.fused_attn for block in model.blocks]
-    handles = []
-    for block, record in zip(model.blocks, records):
-        attn = block.attn
-        attn.fused_attn = False  # the post-softmax attention exists only on the unfused path
-        handles.append(attn.register_forward_pre_hook(detach_input))
-        handles.append(attn.q_norm.register_forward_hook(store_output(record, "q")))
-        handles.append(attn.k_norm.register_forward_hook(store_output(record, "k")))
-        handles.append(attn.attn_drop.register_forward_hook(store_output(record, "probs", retain_grad=True)))
-    try:
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
-        for block, was_fused in zip(model.blocks, fused):
-            block.attn.fused_attn = was_fused
-        model.zero_grad(set_to_none=True)
-
-
 def authors_agcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """AG-CAM the authors' way: one image per call, full backward with every parameter gradient. (B, gh, gw)."""
-    prefix = model.num_prefix_tokens
-    rows, cols = model.patch_embed.grid_size
-    maps = []
-    with authors_hooks(model) as records:
-        for image, target in zip(images, targets):
-            model.zero_grad()
-            logits = model(image[None])
-            logits[0, target].backward()
-            image_map = 0
-            for block, record in zip(model.blocks, records):
-                q, k = record["q"].detach(), record["k"].detach()  # (1, H, T, d)
-                class_scores = (q[:, :, :1] * block.attn.scale) @ k.transpose(-2, -1)  # (1, H, 1, T)
-                class_grads = record["probs"].grad[0, :, 0, prefix:].relu()  # (H, P)
-                image_map = image_map + (class_grads * class_scores[0, :, 0, prefix:].sigmoid()).sum(0)
-            maps.append(image_map.reshape(rows, cols))
-    return torch.stack(maps)
+    """AG-CAM the authors' way (tests/helpers/oracle.py): one image per call, a full backward into every parameter's
+    `.grad`. (B, gh, gw)."""
+    maps = agcam_oracle_batch(model, images, targets, full_backward=True)  # (B, P)
+    return maps.reshape(len(images), *model.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))
 
 
 def training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -328,10 +280,10 @@ def peak_memory(model: nn.Module, model_name: str, batch: int, args: argparse.Na
         model.zero_grad(set_to_none=True)
         return peaks
     # On CPU resident pages would carry the allocator state of earlier runs: a fresh process each, run side by side.
-    command = [sys.executable, os.path.abspath(__file__), "--models", model_name, "--batches", str(batch)]
+    command = [sys.executable, "-m", "scripts.bench_explain", "--models", model_name, "--batches", str(batch)]
     command += ["--device", args.device, "--seed", str(args.seed)] + (["--amp", args.amp] if args.amp else [])
     probes = {
-        method: subprocess.Popen([*command, "--probe-memory", method], stdout=subprocess.PIPE, text=True)
+        method: subprocess.Popen([*command, "--probe-memory", method], stdout=subprocess.PIPE, text=True, cwd=REPO)
         for method in methods
     }
     peaks = {}

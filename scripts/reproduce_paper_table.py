@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.cli import main as agcam
-from pipeline.evaluate import PAPER_METHODS
+from pipeline.commands.evaluate import PAPER_METHODS
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
 

@@ -9,11 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_explained import CLASS_NAMES, TINY_KWARGS, tiny_explained_file, tiny_vit
 
 from pipeline.cli import main
 from pipeline.explain import AGCAM
-from pipeline.explained import CARD_METADATA_KEY, ExplainedCheckpointError, load_explained, read_card
+from pipeline.explained import (
+    CARD_METADATA_KEY,
+    HASH_KEY,
+    ExplainedCheckpointError,
+    content_hash,
+    load_explained,
+    read_card,
+)
+from tests.helpers.explained import CLASS_NAMES, TINY_KWARGS, tiny_explained_file, tiny_vit
 
 
 @pytest.fixture
@@ -78,7 +85,7 @@ model = pipeline.load_explained({str(explained_file)!r})
 images = torch.randn(2, 3, 32, 32)
 print(model.predict(images).classes.shape[0], tuple(model.explain(images, method="lrp").heatmaps.shape))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "(2,", "32,", "32)"]
 
@@ -146,6 +153,55 @@ def test_pipeline_import_stays_light():
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=900,
     )
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def rehash(card: dict, path: Path) -> None:
+    """Recompute the content hash after an edit, as a careless tool would: only the card's own checks can catch it."""
+    card[HASH_KEY] = content_hash(load_file(path), card)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda card: card.update(class_names=["circle", "square"]), "class_names must be 4 strings"),
+        (lambda card: card.update(input_size=[48, 48]), r"input_size \[48, 48\] does not fit the model"),
+        (lambda card: card.update(std=[0.5, 0.0, 0.5]), "std must be finite and > 0"),
+        (lambda card: card.update(mean=[0.5, float("nan"), 0.5]), "mean must be finite"),
+        (
+            lambda card: card.update(explainer={"methods": ["agcam"], "threshold": 1.5}),
+            r"threshold must lie in \(0, 1\)",
+        ),
+        (lambda card: card.update(explainer={"methods": ["gradcam"], "threshold": 0.5}), "explainer.methods"),
+        (
+            lambda card: card.update(num_classes=5, class_names=[*CLASS_NAMES, "x"]),
+            r"mis-shaped \(file vs model\) head.weight \[4, 64\] vs \[5, 64\]",
+        ),
+    ],
+)
+def test_an_inconsistent_card_with_a_valid_hash_is_refused_naming_the_field(explained_file, edit, field):
+    def edit_and_rehash(card):
+        edit(card)
+        rehash(card, explained_file)
+
+    rewrite_card(explained_file, edit_and_rehash)
+    with pytest.raises(ExplainedCheckpointError, match=f"tiny.agcam: .*{field}") as excinfo:
+        load_explained(explained_file)
+    assert raised_only_from_our_code(excinfo)
+
+
+def test_weights_that_do_not_fit_name_the_first_keys(explained_file):
+    card = read_card(explained_file)
+    tensors = load_file(explained_file)
+    tensors.pop("head.bias")
+    tensors["blocks.0.attn.qkv.weight"] = tensors["blocks.0.attn.qkv.weight"][:10]
+    tensors["extra.weight"] = torch.zeros(1)
+    card[HASH_KEY] = content_hash(tensors, card)
+    save_file(tensors, explained_file, metadata={CARD_METADATA_KEY: json.dumps(card)})
+    with pytest.raises(ExplainedCheckpointError) as excinfo:
+        load_explained(explained_file)
+    message = str(excinfo.value)
+    assert "missing head.bias" in message and "unexpected extra.weight" in message
+    assert "blocks.0.attn.qkv.weight [10, 64] vs [192, 64]" in message

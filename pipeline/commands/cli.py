@@ -1,7 +1,8 @@
-"""`agcam export | explain | evaluate`: the commands that use a trained model, beside LightningCLI's fit/validate/...
+"""The parser and dispatch of `agcam export | explain | evaluate`.
 
-Each command returns an exit code; a bad model file, data config or argument ends it with one clear line on stderr
-(exit code 2), not a traceback.
+Each command checks every argument before it writes anything, and returns an exit code; a bad model file, data
+config or argument ends it with one clear line on stderr (exit code 2), not a traceback. No command overwrites a
+file it did not create: existing outputs are refused unless --overwrite is given, and inputs are never replaced.
 """
 
 from __future__ import annotations
@@ -14,23 +15,47 @@ from pathlib import Path
 
 import torch
 
-from pipeline.data import ViTDataModule
-from pipeline.evaluate import (
+from pipeline.commands.evaluate import (
     DATA_NAMES,
     EVAL_STAGES,
+    EVALUATION_FILES,
     PAPER_METHODS,
-    data_module_from,
+    data_splits_from,
     evaluate,
     format_table,
     split_loader,
     write_evaluation,
 )
+from pipeline.commands.explain import ROWS_FILE, ExplainRequest, explain_files
+from pipeline.commands.export import explained_from_lightning, explained_from_timm, export_checkpoint
+from pipeline.data import DatasetSplits
 from pipeline.explain import METHODS
-from pipeline.explain_files import ROWS_FILE, explain_files
 from pipeline.explained import ExplainedModel, load_explained
-from pipeline.export import explained_from_lightning, explained_from_timm, export_checkpoint
 
 COMMANDS = ("export", "explain", "evaluate")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the option is named in argparse's error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a heatmap threshold, strictly between 0 and 1."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (heatmaps are normalized to [0, 1]), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,17 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write an explained checkpoint from a Lightning checkpoint")
     export.add_argument("--ckpt_path", required=True, help="a .ckpt written by agcam fit")
     export.add_argument("--out", required=True, help="the explained checkpoint to write, e.g. model.agcam")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     explain = commands.add_parser("explain", help="overlays, raw maps and a JSON row per image file")
     explain.add_argument("--model", required=True, help="an explained checkpoint (or a Lightning .ckpt)")
     explain.add_argument("inputs", nargs="+", help="image files and folders (searched recursively)")
-    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--out", required=True, help="output folder (not inside an input folder)")
     explain.add_argument("--method", default="agcam", choices=sorted(METHODS))
     explain.add_argument("--target", help="explain this class (name or index) instead of the predicted one")
-    explain.add_argument("--topk", type=int, default=1, help="explain the K most probable classes")
-    explain.add_argument("--threshold", type=float, help="heatmap threshold of the boxes (default: the card's)")
-    explain.add_argument("--batch_size", type=int, default=16)
+    explain.add_argument("--topk", type=positive_int, default=1, help="explain the K most probable classes")
+    explain.add_argument("--threshold", type=unit_interval, help="heatmap threshold of the boxes (default: the card's)")
+    explain.add_argument("--batch_size", type=positive_int, default=16)
     explain.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    explain.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
 
     evaluate = commands.add_parser("evaluate", help="the paper's localization table on a dataset split")
     evaluate.add_argument("--model", help="an explained checkpoint or a Lightning .ckpt")
@@ -63,10 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", default="val", choices=sorted(EVAL_STAGES))
     evaluate.add_argument("--methods", nargs="+", default=list(PAPER_METHODS), choices=sorted(METHODS))
-    evaluate.add_argument("--threshold", type=float, help="heatmap threshold (default: the card's, else 0.5)")
+    evaluate.add_argument("--threshold", type=unit_interval, help="heatmap threshold (default: the card's, else 0.5)")
     evaluate.add_argument("--abpc", action="store_true", help="also measure ABPC (faithfulness)")
+    evaluate.add_argument("--abpc_images", type=non_negative_int, help="with --abpc: at most this many images")
+    evaluate.add_argument("--use_masks", action="store_true", help="score against ground-truth masks, not boxes")
+    evaluate.add_argument("--pointing_tolerance", type=non_negative_int, default=0, help="pointing game slack (px)")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.csv and evaluation.json")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace evaluation.csv/json of an earlier run")
     return parser
 
 
@@ -88,17 +119,37 @@ def run_command(argv: Sequence[str]) -> int:
         return 2
 
 
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """FileExistsError for outputs that exist already, unless the user asked to replace them."""
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{existing[0]}{more} already exist(s); choose another --out, or pass --overwrite to replace them"
+        )
+
+
 def run_export(args: argparse.Namespace) -> int:
+    refuse_existing([Path(args.out)], args.overwrite)
+    if Path(args.out).resolve() == Path(args.ckpt_path).resolve():
+        raise ValueError(f"--out {args.out} is the checkpoint being exported; choose another file")
     path = export_checkpoint(args.ckpt_path, args.out)
     print(f"Explained checkpoint: {path}")
     return 0
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    if args.target is not None and args.topk != 1:
+        raise ValueError("give either --target or --topk, not both")
     model = load_model(args.model, args.device)
-    report = explain_files(
-        model, args.inputs, args.out, args.method, args.target, args.topk, args.threshold, args.batch_size
+    request = ExplainRequest(
+        method=args.method,
+        target=None if args.target is None else model.class_index(args.target),
+        topk=args.topk,
+        threshold=model.threshold if args.threshold is None else args.threshold,
+        batch_size=args.batch_size,
     )
+    report = explain_files(model, args.inputs, args.out, request, overwrite=args.overwrite)
     print(f"{report.written} explanation(s) written to {args.out} (rows: {Path(args.out) / ROWS_FILE})")
     if report.failed:
         print(f"{len(report.failed)} file(s) could not be read:", file=sys.stderr)
@@ -109,10 +160,20 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    data = data_module_from(args.data)
+    refuse_existing([Path(args.out) / name for name in EVALUATION_FILES], args.overwrite)
+    if args.abpc_images is not None and not args.abpc:
+        raise ValueError("--abpc_images needs --abpc")
+    data = data_splits_from(args.data)
     model = evaluated_model(args, data)
     threshold = model.threshold if args.threshold is None else args.threshold
-    results = evaluate(model, split_loader(data, args.split, model), args.methods, threshold, args.abpc)
+    abpc_images = args.abpc_images if args.abpc else 0  # None: every image
+    if abpc_images != 0 and model.multi_label:
+        raise ValueError("--abpc scores a softmax class probability: it does not apply to a multi-label model")
+    loader = split_loader(data, args.split, model)
+    results = evaluate(
+        model, loader, args.methods, threshold, abpc_images, use_masks=args.use_masks,
+        pointing_tolerance=args.pointing_tolerance,
+    )  # fmt: skip
     dataset = f"{type(data.source).__name__}/{args.split}"
     print(f"Localization on {dataset}, threshold {threshold} (Used: correctly classified cases; Skipped: the others)")
     print(format_table(results["methods"]))
@@ -125,13 +186,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluated_model(args: argparse.Namespace, data: ViTDataModule) -> ExplainedModel:
+def evaluated_model(args: argparse.Namespace, data: DatasetSplits) -> ExplainedModel:
     """--model (explained or Lightning checkpoint), or --timm_model with --weights and the data's classes."""
     if (args.model is None) == (args.timm_model is None) or (args.timm_model is not None and args.weights is None):
         raise ValueError("give either --model, or --timm_model with --weights")
     if args.model is not None:
         return load_model(args.model, args.device)
-    model_kwargs = json.loads(args.model_kwargs)
+    try:
+        model_kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--model_kwargs is not valid JSON ({error})") from None
+    if not isinstance(model_kwargs, dict):
+        raise ValueError(f"--model_kwargs must be a JSON object, got {args.model_kwargs}")
     model = explained_from_timm(args.timm_model, args.weights, data.class_names, data.multi_label, model_kwargs)
     return model.to(resolve_device(args.device))
 
@@ -146,4 +212,7 @@ def resolve_device(device: str) -> torch.device:
     """ "auto" is the GPU when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device; give auto, cpu, cuda or cuda:N") from None

@@ -1,7 +1,7 @@
-"""The paper's localization table for any model on a dataset split: SPEC.md's protocol, batched, per method.
+"""`agcam evaluate`: the paper's localization table for any model on a dataset split, per method.
 
-Every case of the split is explained with each method; LocalizationMetrics scores the correctly classified
-cases (SPEC step 6) and counts the others as skipped, exactly as LocalizationCallback does during training.
+The batches go through `pipeline.scoring.LocalizationScorer`, the loop the training callback runs, so a checkpoint
+scores here exactly as it did in training (masks, pointing tolerance and ABPC included).
 """
 
 from __future__ import annotations
@@ -12,63 +12,78 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.callbacks import build_cases
-from pipeline.data import ShapesSource, ViTDataModule
+from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
-from pipeline.metrics import ABPC, LOCALIZATION_SCORES, LocalizationMetrics
+from pipeline.metrics import REPORTED_SCORES
+from pipeline.scoring import LocalizationScorer, class_rows
 
 PAPER_METHODS = ("agcam", "rollout", "lrp")
-EVAL_STAGES = {"val": "validate", "test": "test"}  # split -> the data module's stage that builds it
+EVAL_STAGES = {"val": "validate", "test": "test"}  # split -> the stage that builds it
 DATA_NAMES = {"synthetic": "the shapes data of configs/synthetic.yaml (ShapesSource defaults)"}
-SCORE_HEADERS = dict(zip(LOCALIZATION_SCORES, ("Pixel acc.", "IoU", "Dice", "Precision", "Recall"), strict=True))
+EVALUATION_FILES = ("evaluation.json", "evaluation.csv")
+HEADERS = ("Pixel acc.", "IoU", "Dice", "Precision", "Recall", "Pointing", "Mass in box")
+SCORE_HEADERS = dict(zip(REPORTED_SCORES, HEADERS, strict=True))
 
 
-def data_module_from(spec: Sequence[str]) -> ViTDataModule:
-    """A data module from the `data:` sections of YAML configs (later files override earlier ones), or a name.
+def data_splits_from(spec: Sequence[str]) -> DatasetSplits:
+    """Dataset splits from the `data:` sections of YAML configs (later files override earlier ones), or a name.
 
     Args:
         spec: config files such as ["configs/synthetic.yaml"], or one name of DATA_NAMES ("synthetic").
 
     Returns:
-        The data module, not set up.
+        The splits, not prepared.
     """
     if len(spec) == 1 and spec[0] in DATA_NAMES:
-        return ViTDataModule(ShapesSource(), num_workers=0)
+        return DatasetSplits(ShapesSource(), num_workers=0)
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(ViTDataModule, "data", fail_untyped=False, sub_configs=True)
+    parser.add_class_arguments(DatasetSplits, "data", fail_untyped=False, sub_configs=True)
     config = None
     for file in spec:
         path = Path(file)
         if not path.is_file():
             raise FileNotFoundError(f"--data {file}: neither a config file nor one of {sorted(DATA_NAMES)}")
-        section = (yaml.safe_load(path.read_text()) or {}).get("data")
-        if section is None:
-            raise ValueError(f"{file}: has no `data:` section")
+        document = read_yaml(path)
+        section = document.get("data") if isinstance(document, dict) else None
+        if isinstance(section, str):  # `data: data/shapes.yaml`, a file relative to the config, as LightningCLI reads it
+            section = read_yaml(path.parent / section)
+        if not isinstance(section, dict):
+            raise ValueError(f"--data {file}: needs a top-level `data:` mapping or data config file (see configs/)")
         try:
-            config = parser.parse_object({"data": section}, config)  # positional: the keyword was renamed in 4.50
+            config = parser.parse_object({"data": section}, config)  # positional: renamed in 4.50
         except ArgumentError as error:
-            raise ValueError(f"{file}: {error}") from None
+            raise ValueError(f"--data {file}: {error}") from None
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse < 4.49
     return instantiate(config).data
 
 
-def split_loader(data: ViTDataModule, split: str, model: ExplainedModel) -> DataLoader:
-    """The data module's evaluation batches of `split` ("val" or "test"), input size and normalization from `model`
-    unless the data module sets its own."""
+def read_yaml(path: Path) -> object:
+    """A YAML file's document, or a ValueError naming the file and the line that does not parse."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"--data {path}: not valid YAML{line}; fix the file or give another config") from None
+
+
+def split_loader(data: DatasetSplits, split: str, model: ExplainedModel) -> DataLoader:
+    """The evaluation batches of `split` ("val" or "test"), input size and normalization from `model` unless the
+    data config sets its own."""
     if split not in EVAL_STAGES:
         raise ValueError(f"evaluate runs on {sorted(EVAL_STAGES)}, not {split!r} (training batches are augmented)")
     if data.num_classes != len(model.class_names):
         raise ValueError(f"the data has {data.num_classes} classes, the model {len(model.class_names)}")
-    data.image_size = data.image_size or model.input_size
-    data.mean = data.mean or model.mean
-    data.std = data.std or model.std
-    data.setup(EVAL_STAGES[split])
-    return data.val_dataloader() if split == "val" else data.test_dataloader()
+    data.prepare(EVAL_STAGES[split], model.input_config)
+    return data.loader(split)
 
 
 def evaluate(
@@ -76,55 +91,58 @@ def evaluate(
     loader: DataLoader,
     methods: Sequence[str] = PAPER_METHODS,
     threshold: float = 0.5,
-    abpc: bool = False,
+    abpc_images: int | None = 0,
     abpc_steps: int = 11,
+    use_masks: bool = False,
+    pointing_tolerance: int = 0,
 ) -> dict[str, Any]:
     """Localization (and ABPC) of each method over every batch of `loader`.
 
     Args:
         model: the model to explain.
-        loader: batches from `collate_samples` (image, target, boxes, box_labels, skipped).
+        loader: batches from `collate_samples` (image, target, boxes, box_labels, skipped; mask in mask mode).
         methods: explainers, keys of pipeline.explain.METHODS.
         threshold: heatmap threshold of the box protocol.
-        abpc: also measure ABPC (single-label only) on every image, for its label.
+        abpc_images: images scored for ABPC (single-label only); None: every image, 0: none.
         abpc_steps: perturbation steps of ABPC.
+        use_masks: score against the ground-truth masks instead of the boxes.
+        pointing_tolerance: pixels of slack for the pointing game.
 
     Returns:
-        {"methods": {method: scores}, "unreadable": n, "unboxed": n}; scores hold the five localization means,
-        pointing_game, cases (used) and skipped (misclassified), plus abpc and abpc_images with `abpc`; a mean is
-        None when no case was used.
+        {"methods": {method: scores}, "per_class": {method: {class: scores}}, "unreadable": n, "unboxed": n};
+        scores hold the localization means (REPORTED_SCORES), cases (used) and skipped (misclassified), plus abpc
+        and abpc_images with ABPC on; a mean is None when no case was used. Per class: classes with used cases.
     """
-    if abpc and model.multi_label:
-        raise ValueError("ABPC scores a softmax class probability: it does not apply to a multi-label model")
     device = model.device
-    localization = {method: LocalizationMetrics(threshold=threshold).to(device) for method in methods}
-    faithfulness = {method: ABPC(steps=abpc_steps).to(device) for method in methods} if abpc else {}
-    explainers = {method: model.explainer(method) for method in methods}
-    unreadable = unboxed = 0
+    scorer = LocalizationScorer(
+        model.model, methods, model.multi_label, threshold, use_masks, pointing_tolerance, abpc_images, abpc_steps
+    ).to(device)
+    unreadable = 0
     for batch in tqdm(loader, desc="evaluate", unit="batch"):
-        unreadable += batch["skipped"]
-        images = batch["image"].to(device)
-        image_size = tuple(images.shape[-2:])
-        on_device = {key: [t.to(device) for t in batch[key]] for key in ("boxes", "box_labels")}
-        on_device["target"] = batch["target"].to(device)
-        cases = build_cases({**batch, **on_device}, model.logits(images), model.multi_label)
-        unboxed += cases.unboxed
-        valid, case_boxes = cases.valid, cases.scored_boxes
-        for method, explainer in explainers.items():
-            maps = explainer(images, cases.targets)  # (B, K, gh, gw)
-            localization[method].update(maps[valid], case_boxes, cases.correct[valid], image_size=image_size)
-            if abpc:
-                faithfulness[method].update(model.model, images, maps[:, 0], cases.targets[:, 0])
-    scores = {}
-    for method in methods:
-        measured = {name: value.item() for name, value in localization[method].compute().items()}
-        row = {name: measured.get(name) for name in (*LOCALIZATION_SCORES, "pointing_game")}
-        row.update(cases=int(measured["cases"]), skipped=int(measured["skipped"]))
-        if abpc:
-            curves = faithfulness[method].compute()
-            row.update(abpc=curves["abpc"].item() if "abpc" in curves else None, abpc_images=int(curves["count"]))
+        unreadable += batch.pop("skipped")
+        batch = {key: _to_device(value, device) for key, value in batch.items()}
+        scorer.update(batch["image"], model.logits(batch["image"]), batch)
+    results = scorer.compute()
+    scores, per_class = {}, {}
+    for method, measured in results.items():
+        values = {name: value.item() for name, value in measured.items() if value.ndim == 0}
+        row = {name: values.get(name) for name in REPORTED_SCORES}
+        row.update(cases=int(values["cases"]), skipped=int(values["skipped"]))
+        if abpc_images != 0:
+            row.update(abpc=values.get("abpc/abpc"), abpc_images=int(values["abpc/count"]))
         scores[method] = row
-    return {"methods": scores, "unreadable": unreadable, "unboxed": unboxed}
+        per_class[method] = class_rows(measured, model.class_names)
+    unboxed = int(next(iter(results.values()))["unboxed"]) if results else 0
+    return {"methods": scores, "per_class": per_class, "unreadable": unreadable, "unboxed": unboxed}
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """A batch entry on `device`: tensors moved, lists of tensors moved one by one, the rest as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+        return [tensor.to(device) for tensor in value]
+    return value
 
 
 def format_table(scores: dict[str, dict[str, Any]]) -> str:
@@ -151,8 +169,8 @@ def write_evaluation(results: dict[str, Any], out_dir: str | Path) -> tuple[Path
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out_dir / "evaluation.json", out_dir / "evaluation.csv"
-    json_path.write_text(json.dumps(results, indent=2))
+    json_path, csv_path = (out_dir / name for name in EVALUATION_FILES)
+    json_path.write_text(json.dumps(results, indent=2, allow_nan=False))
     rows = [{"method": method, **row} for method, row in results["methods"].items()]
     with csv_path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

@@ -1,12 +1,16 @@
 """`agcam explain`: classify and explain image files: an overlay PNG, the raw map and one JSON row per explanation.
 
-Heatmaps and boxes are at each file's own resolution: the raw map is upsampled to the original image, so boxes are
-in the file's pixel coordinates. A file that does not decode is reported and skipped; the others are still written.
+Files are read through the dataset readers (`pipeline.data.folder`), so decoding and its errors are those of
+training. Heatmaps and boxes are at each file's own resolution: the raw map is upsampled to the original image, so
+boxes are in the file's pixel coordinates. A file that does not decode is reported and skipped; the others are
+still written. Every output path is decided, and checked against the inputs and existing files, before anything
+is written.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +20,36 @@ import torch
 from tqdm import tqdm
 
 from pipeline.data.folder import UNLABELLED, folder_records
-from pipeline.data.images import NO_BOX_LABELS, NO_BOXES, BadSampleError, load_rgb
-from pipeline.data.source import RawSample
+from pipeline.data.images import NO_BOX_LABELS, NO_BOXES, BadSampleError, RawSampleDataset, SampleRecord
 from pipeline.data.transforms import SampleTransform
-from pipeline.explain import render_overlay, save_png
+from pipeline.explain import METHODS
 from pipeline.explained import ExplainedModel
 from pipeline.metrics import heatmap_boxes, normalize_heatmaps
+from pipeline.render import render_overlay, save_png
 
 ROWS_FILE = "explanations.jsonl"
+OUTPUT_SUFFIXES = (".png", ".npy")
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What to explain about each image: the method, and either one target class or the top-k classes."""
+
+    method: str = "agcam"
+    target: int | None = None
+    topk: int = 1
+    threshold: float = 0.5
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
+        if self.topk < 1 or self.batch_size < 1:
+            raise ValueError(f"topk and batch_size must be >= 1, got topk={self.topk}, batch_size={self.batch_size}")
+        if self.target is not None and self.topk != 1:
+            raise ValueError("give either a target class or topk, not both")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
 
 
 @dataclass
@@ -34,39 +60,71 @@ class ExplainReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def input_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """Image files to explain with their output names: a file by its stem, a folder's images by relative path.
+def input_records(inputs: Sequence[str | Path]) -> tuple[list[SampleRecord], list[str]]:
+    """The image files to explain, as unlabelled records, with their output names (no suffix, unique).
 
     Args:
         inputs: image files and folders (searched recursively, as the folder reader does).
 
     Returns:
-        (file, output name without suffix) pairs; names made unique with a counter.
+        (records, names): a file is named by its stem, a folder's images by their path relative to the folder.
     """
-    files = []
+    records, relatives = [], []
     for given in map(Path, inputs):
         if given.is_dir():
-            files += [(Path(r.image_path), Path(r.image_path).relative_to(given)) for r in folder_records(given)]
+            folder = folder_records(given)
+            records += folder
+            relatives += [Path(record.image_path).relative_to(given) for record in folder]
+        elif given.is_file():
+            records.append(SampleRecord(str(given), str(given), UNLABELLED, NO_BOXES, NO_BOX_LABELS))
+            relatives.append(Path(given.name))
         else:
-            files.append((given, Path(given.name)))
+            raise FileNotFoundError(f"{given}: no such image file or folder")
     seen: dict[str, int] = {}
-    named = []
-    for path, relative in files:
+    names = []
+    for relative in relatives:
         name = relative.with_suffix("").as_posix()
         seen[name] = seen.get(name, 0) + 1
-        named.append((path, name if seen[name] == 1 else f"{name}-{seen[name]}"))
-    return named
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return records, names
+
+
+def output_stems(names: Sequence[str], targets_per_image: int) -> list[list[str]]:
+    """Per image, the stem of each of its explanations (`<name>` or `<name>.top<k>`)."""
+    if targets_per_image == 1:
+        return [[name] for name in names]
+    return [[f"{name}.top{rank}" for rank in range(1, targets_per_image + 1)] for name in names]
+
+
+def check_outputs(inputs: Sequence[str | Path], records: Sequence[SampleRecord], out_dir: Path, paths: list[Path],
+                  overwrite: bool) -> None:  # fmt: skip
+    """Refuse an output folder inside an input folder, an output that is an input, or (without overwrite) any
+    output that exists already; all before anything is written."""
+    resolved_out = out_dir.resolve()
+    for given in map(Path, inputs):
+        if given.is_dir() and resolved_out.is_relative_to(given.resolve()):
+            raise ValueError(
+                f"--out {out_dir} lies inside the input folder {given}: its overlays would be read as images next "
+                "time and could replace input files; choose a folder outside it"
+            )
+    input_paths = {Path(record.image_path).resolve() for record in records}
+    clashes = [path for path in paths if path.resolve() in input_paths]
+    if clashes:
+        raise ValueError(f"{clashes[0]} is an input image and would be overwritten; choose another --out")
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{existing[0]}{more} already exists; choose an empty --out, or pass --overwrite to replace earlier outputs"
+        )
 
 
 def explain_files(
     model: ExplainedModel,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
-    method: str = "agcam",
-    target: int | str | None = None,
-    topk: int = 1,
-    threshold: float | None = None,
-    batch_size: int = 16,
+    request: ExplainRequest,
+    overwrite: bool = False,
 ) -> ExplainReport:
     """Explain every image in `inputs`; write `<name>.png` (overlay), `<name>.npy` (raw map) and a row each.
 
@@ -74,77 +132,74 @@ def explain_files(
         model: the explained model.
         inputs: image files and folders.
         out_dir: where the outputs go (`explanations.jsonl` holds the rows, one per explanation or failed file).
-        method: one of pipeline.explain.METHODS.
-        target: explain this class (name or index) instead of the predicted ones.
-        topk: explain the K most probable classes (outputs `<name>.top<k>.*`); only 1 with `target`.
-        threshold: heatmap threshold for the boxes; None takes the model card's.
-        batch_size: images explained together.
+        request: method, target or top-k, threshold, batch size.
+        overwrite: replace outputs of an earlier run (inputs are never replaced).
 
     Returns:
         The report: explanations written, files that failed.
     """
     out_dir = Path(out_dir)
+    records, names = input_records(inputs)
+    targets_per_image = 1 if request.target is not None else min(request.topk, len(model.class_names))
+    stems = output_stems(names, targets_per_image)
+    paths = [out_dir / ROWS_FILE] + [
+        out_dir / f"{stem}{suffix}" for row in stems for stem in row for suffix in OUTPUT_SUFFIXES
+    ]
+    check_outputs(inputs, records, out_dir, paths, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if target is not None and topk != 1:
-        raise ValueError("give either a target class or topk, not both")
-    threshold = model.threshold if threshold is None else threshold
-    target_index = None if target is None else model.class_index(target)
-    files = input_files(inputs)
+    dataset = RawSampleDataset(records)
+    transform = SampleTransform(model.input_config)
     report = ExplainReport()
-    with (out_dir / ROWS_FILE).open("w") as rows, tqdm(total=len(files), desc="explain", unit="image") as progress:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
+    with (out_dir / ROWS_FILE).open("w") as rows, tqdm(total=len(records), desc="explain", unit="image") as progress:
+        for start in range(0, len(records), request.batch_size):
             decoded = []
-            for path, name in chunk:
+            for index in range(start, min(start + request.batch_size, len(records))):
                 try:
-                    decoded.append((path, name, load_rgb(path)))
+                    decoded.append((dataset[index], stems[index]))
                 except BadSampleError as error:
-                    tqdm.write(f"skipped {error}")
-                    report.failed.append((str(path), error.reason))
-                    rows.write(json.dumps({"file": str(path), "error": error.reason}) + "\n")
+                    tqdm.write(f"skipped {error}", file=sys.stderr)
+                    report.failed.append((error.path, error.reason))
+                    rows.write(json.dumps({"file": error.path, "error": error.reason}) + "\n")
             if decoded:
-                for row in _explain_batch(model, decoded, out_dir, method, target_index, topk, threshold):
-                    rows.write(json.dumps(row) + "\n")
+                for row in _explain_batch(model, decoded, out_dir, request, transform, targets_per_image):
+                    rows.write(json.dumps(row, allow_nan=False) + "\n")
                     report.written += 1
-            progress.update(len(chunk))
+            progress.update(min(request.batch_size, len(records) - start))
     return report
 
 
 def _explain_batch(
     model: ExplainedModel,
-    decoded: list[tuple[Path, str, np.ndarray]],
+    decoded: list[tuple[dict, list[str]]],
     out_dir: Path,
-    method: str,
-    target_index: int | None,
-    topk: int,
-    threshold: float,
+    request: ExplainRequest,
+    transform: SampleTransform,
+    targets_per_image: int,
 ) -> list[dict]:
-    """Explain decoded (file, output name, RGB) images together; write their outputs and return their rows."""
-    transform = SampleTransform(model.input_size, model.mean, model.std)
-    images = torch.stack([transform(_unlabelled(rgb, path))["image"] for path, _, rgb in decoded])
-    if target_index is not None:
-        targets = torch.full((len(images), 1), target_index)
+    """Explain decoded (raw sample, output stems) images together; write their outputs and return their rows."""
+    images = torch.stack([transform(sample)["image"] for sample, _ in decoded])
+    if request.target is not None:
+        targets = torch.full((len(images), 1), request.target)
     else:
-        targets = model.predict(images).probs.topk(min(topk, len(model.class_names)), dim=-1).indices  # (B, K)
-    explanation = model.explain(images, targets, method)  # maps (B, K, gh, gw)
+        targets = model.predict(images).probs.topk(targets_per_image, dim=-1).indices  # (B, K)
+    explanation = model.explain(images, targets, request.method)  # maps (B, K, gh, gw)
     rows = []
-    for i, (path, name, rgb) in enumerate(decoded):
-        for rank in range(targets.shape[1]):
+    for i, (sample, image_stems) in enumerate(decoded):
+        for rank, stem in enumerate(image_stems):
             class_name = model.class_names[int(targets[i, rank])]
             score = float(explanation.scores[i, rank])
-            stem = name if targets.shape[1] == 1 else f"{name}.top{rank + 1}"
+            caption = f"{class_name} {score:.2f}"
             outputs = _write_explanation(
-                out_dir, stem, rgb, explanation.maps[i, rank], f"{class_name} {score:.2f}", threshold
+                out_dir, stem, sample["image"], explanation.maps[i, rank], caption, request.threshold
             )
-            row = {"file": str(path), "rank": rank + 1, "class": class_name, "class_index": int(targets[i, rank])}
+            row = {
+                "file": sample["image_id"],
+                "rank": rank + 1,
+                "class": class_name,
+                "class_index": int(targets[i, rank]),
+            }
             rows.append({**row, "score": score, **outputs})
     return rows
-
-
-def _unlabelled(rgb: np.ndarray, path: Path) -> RawSample:
-    return RawSample(
-        image=rgb, boxes=NO_BOXES.copy(), box_labels=NO_BOX_LABELS.copy(), target=UNLABELLED, image_id=str(path)
-    )
 
 
 def _write_explanation(

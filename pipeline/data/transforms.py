@@ -7,16 +7,25 @@ to the model's input and scales boxes exactly as the localization protocol does:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import otherwise
 
 import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.data.source import RawSample
+from pipeline.data.source import RawSample  # noqa: E402
+from pipeline.inputs import InputConfig  # noqa: E402
+
+CV2_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
 
 
 @dataclass
@@ -39,36 +48,35 @@ class Augmentation:
 def scale_boxes(boxes: np.ndarray, source_size: tuple[int, int], target_size: tuple[int, int]) -> np.ndarray:
     """Boxes from an image of (height, width) to target (H, W) as the protocol does: int(x / width * W)."""
     (height, width), (target_h, target_w) = source_size, target_size
-    factors = np.array([target_w / width, target_h / height, target_w / width, target_h / height])
-    return np.trunc(boxes.astype(np.float64) * factors).astype(np.float32)
+    # divide first, as the formula reads: x * (W / width) rounds differently (45 * (224 / 80) = 125.999...)
+    sizes = np.array([width, height, width, height], np.float64)
+    targets = np.array([target_w, target_h, target_w, target_h], np.float64)
+    return np.trunc(boxes.astype(np.float64) / sizes * targets).astype(np.float32)
 
 
 class SampleTransform:
     """RawSample -> model-ready tensors: image (3, H, W) normalized, boxes (n, 4) at input resolution, mask.
 
     Args:
-        image_size: the model's input (H, W).
-        mean: per-channel normalization mean (the timm model's pretrained config).
-        std: per-channel normalization std.
+        input_config: the model's input: (H, W), normalization and resize interpolation.
         augmentation: training augmentation, or None for evaluation (resize + normalize only).
         seed: seed of the augmentation's random state (DataLoader workers re-seed it; see `reseed`).
     """
 
     def __init__(
         self,
-        image_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
+        input_config: InputConfig,
         augmentation: Augmentation | None = None,
         seed: int | None = None,
     ) -> None:
-        self.image_size = tuple(image_size)
+        self.image_size = input_config.image_size
         self.augmentation = augmentation
-        normalize = A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)
+        normalize = A.Normalize(mean=input_config.mean, std=input_config.std, max_pixel_value=255.0)
+        interpolation = CV2_INTERPOLATION[input_config.interpolation]
         if augmentation is None:
-            self.pipeline = A.Compose([A.Resize(*self.image_size), normalize])
+            self.pipeline = A.Compose([A.Resize(*self.image_size, interpolation=interpolation), normalize])
             return
-        steps = [A.RandomResizedCrop(size=self.image_size, scale=augmentation.crop_scale)]
+        steps = [A.RandomResizedCrop(size=self.image_size, scale=augmentation.crop_scale, interpolation=interpolation)]
         if augmentation.hflip:
             steps.append(A.HorizontalFlip(p=0.5))
         if augmentation.color_jitter or augmentation.hue_jitter:

@@ -1,17 +1,14 @@
-"""The `agcam` command: LightningCLI's fit / validate / test / predict over ViTClassifier and ViTDataModule, and the
-export / explain / evaluate commands of pipeline.commands."""
+"""LightningCLI's fit / validate / test / predict over ViTClassifier and ViTDataModule (`agcam fit ...`)."""
 
 from __future__ import annotations
-
-import sys
 
 import torch
 from pytorch_lightning.cli import LightningCLI
 
-from pipeline.commands import COMMANDS, run_command
-from pipeline.data.datamodule import ViTDataModule
-from pipeline.model import ViTClassifier
-from pipeline.summary import WANDB_ID_KEY, RunSummary
+from pipeline.commands.cli import COMMANDS
+from pipeline.lightning.datamodule import ViTDataModule
+from pipeline.lightning.module import ViTClassifier
+from pipeline.lightning.summary import WANDB_ID_KEY, RunSummary
 
 
 class AgcamCLI(LightningCLI):
@@ -35,15 +32,9 @@ class AgcamCLI(LightningCLI):
                 logger.init_args["resume"] = "allow"
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of `agcam` and `python -m pipeline`; tests call it with an argument list."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in COMMANDS:
-        exit_code = run_command(argv)
-        if exit_code:
-            raise SystemExit(exit_code)
-        return
-    AgcamCLI(
+def run_lightning_cli(args: list[str] | None = None) -> AgcamCLI:
+    """LightningCLI over ViTClassifier and ViTDataModule, with the run summary; `args` None reads sys.argv."""
+    return AgcamCLI(
         ViTClassifier,
         ViTDataModule,
         args=args,

@@ -2,64 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import SumMetric
+from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.explain import METHODS, build_explainer
-from pipeline.metrics import ABPC, LocalizationMetrics
-from pipeline.panel import HeatmapPanel
-
-
-@dataclass
-class Cases:
-    """What to explain in a batch: K target classes per image (padded), which are real, which were predicted."""
-
-    targets: torch.Tensor  # (B, K) class per case
-    valid: torch.Tensor  # (B, K) a real case with at least one ground-truth box
-    correct: torch.Tensor  # (B, K) the model predicted the case's class
-    boxes: list[list[torch.Tensor]]  # [b][k] -> (n, 4) boxes of that class
-    unboxed: int  # real cases without any box of their class (not scored)
-
-    @property
-    def scored_boxes(self) -> list[torch.Tensor]:
-        """The boxes of the valid cases, in the order of `maps[valid]`."""
-        return [boxes for row, keep in zip(self.boxes, self.valid.tolist()) for boxes, k in zip(row, keep) if k]
-
-
-def build_cases(batch: dict, logits: torch.Tensor, multi_label: bool) -> Cases:
-    """Single-label: one case per image, its label. Multi-label: one case per (image, present class) (SPEC.md)."""
-    if not multi_label:
-        targets = batch["target"].long()[:, None]
-        correct = (logits.argmax(dim=-1) == batch["target"])[:, None]
-        boxes = [[image_boxes] for image_boxes in batch["boxes"]]
-    else:
-        present = batch["target"] > 0.5  # (B, C)
-        width = max(1, int(present.sum(dim=1).max()))
-        # present classes first (stable sort keeps class order), padded with absent ones that `valid` masks out
-        targets = present.int().sort(dim=1, descending=True, stable=True).indices[:, :width]
-        correct = logits.gather(1, targets) > 0  # sigmoid > 0.5
-        boxes = [
-            [image_boxes[labels == cls] for cls in image_targets.tolist()]
-            for image_boxes, labels, image_targets in zip(batch["boxes"], batch["box_labels"], targets)
-        ]
-    real = batch["target"].gather(1, targets) > 0.5 if multi_label else torch.ones_like(targets, dtype=torch.bool)
-    has_boxes = torch.tensor([[len(b) > 0 for b in row] for row in boxes], device=targets.device)
-    return Cases(targets, real & has_boxes, correct, boxes, int((real & ~has_boxes).sum()))
+from pipeline.commands.export import EXPLAINER_KEY
+from pipeline.lightning.panel import HeatmapPanel
+from pipeline.lightning.run import wandb_logger
+from pipeline.scoring import LocalizationScorer, check_scoring_options, class_rows
 
 
 class LocalizationCallback(pl.Callback):
     """Every validation epoch: explain the labelled class(es), measure localization, log numbers and heatmaps.
 
-    Metrics are logged as `val/loc/<method>/<metric>` (pixel_accuracy, iou, dice, precision, recall,
-    pointing_game, cases, skipped, unboxed) and, with ABPC on, `val/abpc/<method>/abpc`. They are synchronized
-    across DDP processes. Only correctly classified cases are scored (SPEC.md step 6); `skipped` counts the others.
-    The explainers run on the plain timm model (`pl_module.model`) with autograd re-enabled inside Lightning's
-    inference mode, through `torch.autograd.grad` only: parameter gradients, optimizer state and DDP gradient
-    buckets are never touched. The same runs on `test` as `test/loc/...`.
+    A thin adapter over `pipeline.scoring.LocalizationScorer` (the loop `agcam evaluate` runs too). Metrics are
+    logged as `val/loc/<method>/<metric>` (pixel_accuracy, iou, dice, precision, recall, pointing_game, cases,
+    skipped, unboxed, mass_in_box) and, with ABPC on, `val/abpc/<method>/{abpc,count}`, synchronized across DDP
+    processes; with a W&B logger also a per-class table `val/loc/<method>/per_class` each epoch (shortcuts are
+    often per class).
+    Only correctly classified cases are scored; `skipped` counts the others. The explainers run on the plain timm
+    model (`pl_module.model`) with autograd re-enabled inside Lightning's inference mode, through
+    `torch.autograd.grad` only: parameter gradients, optimizer state and DDP gradient buckets are never touched.
+    The same runs on `test` as `test/loc/...`.
 
     Args:
         methods: explainers to run side by side: "agcam" (default), "rollout", "lrp", "grad_rollout".
@@ -86,9 +52,7 @@ class LocalizationCallback(pl.Callback):
         pointing_tolerance: int = 0,
     ) -> None:
         self.methods = list(methods or ["agcam"])
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ValueError(f"Unknown explanation method(s) {unknown}; choose from {sorted(METHODS)}")
+        check_scoring_options(self.methods, threshold, pointing_tolerance, abpc_images, abpc_steps)
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.threshold = threshold
@@ -102,19 +66,22 @@ class LocalizationCallback(pl.Callback):
         self.active = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
-        if self.abpc_images and self.multi_label:
+        multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
+        if self.abpc_images and multi_label:
             raise ValueError("ABPC scores a softmax class probability: set abpc_images: 0 for multi-label data")
-        self.explainers = {method: build_explainer(method, pl_module.model) for method in self.methods}
-        self.localization = {
-            method: LocalizationMetrics(threshold=self.threshold, pointing_tolerance=self.pointing_tolerance)
-            for method in self.methods
-        }
-        self.faithfulness = {method: ABPC(steps=self.abpc_steps) for method in self.methods}
-        self.unboxed = SumMetric()
-        # metrics held by a callback are not moved by Lightning
-        for metric in [*self.localization.values(), *self.faithfulness.values(), self.unboxed]:
-            metric.to(pl_module.device)
+        self.scorer = LocalizationScorer(
+            pl_module.model,
+            self.methods,
+            multi_label,
+            self.threshold,
+            self.use_masks,
+            self.pointing_tolerance,
+            self.abpc_images,
+            self.abpc_steps,
+        ).to(pl_module.device)  # metrics held by a callback are not moved by Lightning
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[EXPLAINER_KEY] = {"methods": list(self.methods), "threshold": self.threshold}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         fitting = trainer.state.fn == "fit"
@@ -142,68 +109,49 @@ class LocalizationCallback(pl.Callback):
 
     def _start_epoch(self) -> None:
         self.panel.reset()
-        self.abpc_budget = self.abpc_images
+        self.scorer.reset()
 
     def _explain_batch(self, pl_module: pl.LightningModule, outputs: Any, batch: dict) -> None:
         images = batch["image"]
         logits = outputs["logits"] if isinstance(outputs, dict) and "logits" in outputs else pl_module(images)
-        cases = build_cases(batch, logits, self.multi_label)
-        self.unboxed.update(cases.unboxed)
-        valid = cases.valid
-        case_masks = self._case_masks(batch, cases) if self.use_masks else None
-        panel_maps = {}
-        for method, explainer in self.explainers.items():
-            maps = explainer(images, cases.targets)  # (B, K, gh, gw)
-            self.localization[method].update(
-                maps[valid],
-                None if self.use_masks else cases.scored_boxes,
-                cases.correct[valid],
-                image_size=tuple(images.shape[-2:]),
-                masks=case_masks,
-            )
-            panel_maps[method] = maps[:, 0]
-            if self.abpc_budget > 0:
-                take = min(self.abpc_budget, len(images))
-                self.faithfulness[method].update(
-                    pl_module.model, images[:take], maps[:take, 0], cases.targets[:take, 0]
-                )
-        self.abpc_budget -= min(self.abpc_budget, len(images))
+        cases, maps = self.scorer.update(images, logits, batch)
         if not self.panel.full:
             preds = logits.argmax(dim=-1)
             first_boxes = [row[0] for row in cases.boxes]
-            self.panel.add(images, batch["image_id"], cases.targets[:, 0], preds, first_boxes, panel_maps)
-
-    def _case_masks(self, batch: dict, cases: Cases) -> torch.Tensor:
-        """(cases, H, W) ground-truth masks: the pixels of the objects whose boxes belong to each case's class."""
-        if "mask" not in batch:
-            raise ValueError("use_masks is on but the batches carry no 'mask': enable masks in the data source")
-        masks = []
-        for mask, labels, image_targets, keep in zip(batch["mask"], batch["box_labels"], cases.targets, cases.valid):
-            for cls, k in zip(image_targets.tolist(), keep.tolist()):
-                if k:
-                    object_ids = (labels == cls).nonzero()[:, 0] + 1  # mask value i + 1 is object i
-                    masks.append(torch.isin(mask.long(), object_ids))
-        return torch.stack(masks) if masks else batch["mask"].new_zeros((0, *batch["mask"].shape[-2:]), dtype=bool)
+            first_maps = {method: method_maps[:, 0] for method, method_maps in maps.items()}
+            self.panel.add(images, batch["image_id"], cases.targets[:, 0], preds, first_boxes, first_maps)
 
     def _finish_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """compute() on every process (it synchronizes), log, reset; the panel on rank zero only."""
         logged = {}
-        unboxed = self.unboxed.compute()
-        for method in self.methods:
-            for name, value in self.localization[method].compute().items():
-                logged[f"{stage}/loc/{method}/{name}"] = value
-            logged[f"{stage}/loc/{method}/unboxed"] = unboxed
-            if self.abpc_images:
-                faithfulness = self.faithfulness[method].compute()
-                logged[f"{stage}/abpc/{method}/count"] = faithfulness["count"]
-                if "abpc" in faithfulness:
-                    logged[f"{stage}/abpc/{method}/abpc"] = faithfulness["abpc"]
-        for metric in [*self.localization.values(), *self.faithfulness.values(), self.unboxed]:
-            metric.reset()
+        results = self.scorer.compute()
+        for method, values in results.items():
+            for name, value in values.items():
+                group, _, metric = name.rpartition("/")
+                prefix = f"{stage}/{group}/{method}" if group else f"{stage}/loc/{method}"
+                if value.ndim == 0:
+                    logged[f"{prefix}/{metric}"] = value.float()
+        self.scorer.reset()
         # already synchronized by compute(); sync_dist averages identical values and keeps DDP logging quiet
-        pl_module.log_dict({name: value.float() for name, value in logged.items()}, sync_dist=True)
+        pl_module.log_dict(logged, sync_dist=True)
         hparams = pl_module.hparams
         class_names = getattr(hparams, "class_names", None) or [str(i) for i in range(hparams.num_classes)]
-        config = getattr(trainer.datamodule, "input_config", None)
-        mean, std = config[1:] if config else (pl_module.data_config["mean"], pl_module.data_config["std"])
-        self.panel.log(trainer, stage, class_names, mean, std)
+        input_config = getattr(trainer.datamodule, "input_config", None) or pl_module.input_config
+        self.panel.log(trainer, stage, class_names, input_config)
+        log_class_tables(trainer, stage, results, class_names)
+
+
+@rank_zero_only
+def log_class_tables(
+    trainer: pl.Trainer, stage: str, results: dict[str, dict[str, torch.Tensor]], class_names: list[str]
+) -> None:
+    """One W&B table per method: a row per class that had scored cases, its case count and mean scores."""
+    logger = wandb_logger(trainer)
+    if logger is None:
+        return
+    for method, values in results.items():
+        rows = class_rows(values, class_names)
+        if rows:
+            columns = ["class", *next(iter(rows.values()))]
+            data = [[name, *row.values()] for name, row in rows.items()]
+            logger.log_table(f"{stage}/loc/{method}/per_class", columns=columns, data=data, step=trainer.global_step)

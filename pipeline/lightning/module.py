@@ -2,58 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
-import timm
 import torch
 import torch.nn.functional as F
-from timm.data import resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy, MultilabelAveragePrecision
 
-from pipeline.explain import check_explainable
-
-
-def create_vit(
-    model_name: str,
-    num_classes: int,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-) -> torch.nn.Module:
-    """A timm ViT by name, validated for explanation, with hub or local weights when asked.
-
-    Raises a clear error for an unknown name, a model without a class token, or a missing weights file,
-    before anything is downloaded or trained.
-    """
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models("*vit*") + timm.list_models("deit*"), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown timm model {model_name!r}.{hint} See timm.list_models('vit_*') / ('deit*').")
-    overlay = None
-    if weights_path is not None:
-        if not Path(weights_path).is_file():
-            raise FileNotFoundError(
-                f"weights_path {weights_path!r} does not exist; give a .safetensors/.pth state dict or unset it."
-            )
-        overlay = {"file": str(weights_path)}  # timm loads it like hub weights, re-initializing a different head
-    model = timm.create_model(
-        model_name,
-        pretrained=pretrained or weights_path is not None,
-        pretrained_cfg_overlay=overlay,
-        num_classes=num_classes,
-        **(model_kwargs or {}),
-    )
-    try:
-        check_explainable(model)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{model_name!r} cannot be explained: {error}") from error
-    return model
+from pipeline.guidance import Guidance, guidance_loss
+from pipeline.inputs import InputConfig
+from pipeline.models import create_vit, model_input_config
 
 
 class ViTClassifier(pl.LightningModule):
@@ -73,6 +34,11 @@ class ViTClassifier(pl.LightningModule):
         min_lr_ratio: the cosine decays to lr * min_lr_ratio.
         label_smoothing: cross-entropy label smoothing (single-label only).
         layer_decay: layer-wise learning-rate decay factor (e.g. 0.75 for fine-tuning); None turns it off.
+        guidance_weight: explanation-guided training: weight of the loss on the explanation's relevance outside the
+            labelled boxes (`pipeline.guidance`); 0 trains on the labels alone.
+        guidance_method: the guided explanation: "input_gradients" (Ross et al.; removes the shortcut in
+            scripts/shortcut_study.py) or "agcam" (differentiable AG-CAM; the model can route around it).
+        guidance_annotations: the allowed region: the label's "boxes" or its object "masks".
     """
 
     def __init__(
@@ -90,6 +56,9 @@ class ViTClassifier(pl.LightningModule):
         min_lr_ratio: float = 0.01,
         label_smoothing: float = 0.0,
         layer_decay: float | None = None,
+        guidance_weight: float = 0.0,
+        guidance_method: Literal["agcam", "input_gradients"] = "input_gradients",
+        guidance_annotations: Literal["boxes", "masks"] = "boxes",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -99,17 +68,18 @@ class ViTClassifier(pl.LightningModule):
             )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        self.guidance = Guidance(guidance_weight, guidance_method, guidance_annotations)
+        if guidance_weight and multi_label:
+            raise ValueError("guidance_weight is for single-label data (one labelled class per image); set it to 0")
         self.save_hyperparameters()
         self.model = create_vit(model_name, num_classes, pretrained, weights_path, model_kwargs)
         self.train_accuracy, self.val_accuracy, self.test_accuracy = (self._accuracy() for _ in range(3))
         self.val_map = MultilabelAveragePrecision(num_classes) if multi_label else None
 
     @property
-    def data_config(self) -> dict[str, Any]:
-        """Input size, mean and std the model expects (timm's pretrained config, at the size it was built for)."""
-        config = resolve_model_data_config(self.model)
-        config["input_size"] = (self.model.patch_embed.proj.in_channels, *self.model.patch_embed.img_size)
-        return config
+    def input_config(self) -> InputConfig:
+        """The input the model expects (timm's pretrained config, at the size it was built for)."""
+        return model_input_config(self.model)
 
     def setup(self, stage: str) -> None:
         data_classes = getattr(self.trainer.datamodule, "num_classes", None)
@@ -127,6 +97,14 @@ class ViTClassifier(pl.LightningModule):
         loss = self._loss(logits, batch["target"])
         self.train_accuracy(logits, batch["target"].long())
         batch_size = len(logits)
+        if self.guidance.weight:
+            outside, guided, unguided = guidance_loss(self.model, batch["image"], batch, self.guidance)
+            self.log("train/guidance_loss", outside, prog_bar=True, batch_size=max(1, guided))
+            self.log_dict(
+                {"train/guided_images": float(guided), "train/unguided_images": float(unguided)},
+                on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=batch_size,
+            )  # fmt: skip
+            loss = loss + self.guidance.weight * outside
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss

@@ -9,9 +9,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.explain import image_to_uint8, render_overlay, save_png
+from pipeline.inputs import InputConfig
+from pipeline.lightning.run import run_folder, wandb_logger
 from pipeline.metrics import heatmap_boxes, normalize_heatmaps
-from pipeline.summary import run_folder, wandb_logger
+from pipeline.render import image_to_uint8, render_overlay, save_png
 
 
 @dataclass
@@ -71,8 +72,7 @@ class HeatmapPanel:
         trainer: pl.Trainer,
         stage: str,
         class_names: Sequence[str],
-        mean: Sequence[float],
-        std: Sequence[float],
+        input_config: InputConfig,
     ) -> None:
         """Render every entry for every method and hand the pictures to W&B, or write them as PNGs."""
         if not self.entries:
@@ -81,7 +81,7 @@ class HeatmapPanel:
         methods = list(self.entries[0].maps)
         pictures: dict[str, list] = {method: [] for method in methods}
         for index, entry in enumerate(self.entries):
-            image = image_to_uint8(entry.image, mean, std)
+            image = image_to_uint8(entry.image, input_config.mean, input_config.std)
             caption = f"{class_names[entry.label]} -> {class_names[entry.pred]}"
             for method in methods:
                 heatmap = normalize_heatmaps(entry.maps[method][None], image.shape[:2])

@@ -9,38 +9,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from pipeline.commands.export import VALIDATION_KEY
+from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
+
 WANDB_ID_KEY = "wandb_run_id"
-VALIDATION_KEY = "last_validation"
-
-
-def run_folder(trainer: pl.Trainer) -> Path:
-    """Where a run's checkpoints live; summary.json and heatmap panels go beside them."""
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.dirpath:
-        return Path(checkpoint.dirpath).parent
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
-    """(best, last): the monitored checkpoint's best file, and the newest file any checkpoint callback wrote.
-
-    Lightning 2.6 rewrites a monitored callback's `last.ckpt` only in epochs that improve the metric, so the
-    configs save `last.ckpt` with a second, monitor-free callback; the newest file is the last state either way.
-    """
-    callbacks = trainer.checkpoint_callbacks
-    best = next((cb.best_model_path for cb in callbacks if cb.monitor and cb.best_model_path), None)
-    written = [
-        path for cb in callbacks for path in (cb.best_model_path, cb.last_model_path) if path and Path(path).is_file()
-    ]
-    last = max(written, key=lambda path: Path(path).stat().st_mtime_ns) if written else None
-    return best, last
-
-
-def wandb_logger(trainer: pl.Trainer) -> WandbLogger | None:
-    return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
 
 
 def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
@@ -48,11 +22,8 @@ def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
 
     Returns:
         epoch, global_step, metrics (every finite `val/` scalar by its logged name), dataset (source name, root,
-        split, image count), input (image_size, mean, std fed to the model) and explainer (methods, threshold of
-        the LocalizationCallback; None without one).
+        split, image count) and input (the InputConfig fed to the model, as a dict; None before setup).
     """
-    from pipeline.callbacks import LocalizationCallback  # imported here: pipeline.callbacks imports this module
-
     metrics = {
         name: float(value)
         for name, value in sorted(trainer.callback_metrics.items())
@@ -62,7 +33,6 @@ def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
     source = getattr(datamodule, "source", None)
     val_set = getattr(datamodule, "datasets", {}).get("val")
     input_config = getattr(datamodule, "input_config", None)
-    localization = next((cb for cb in trainer.callbacks if isinstance(cb, LocalizationCallback)), None)
     return {
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -73,12 +43,7 @@ def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
             "split": "val",
             "images": len(val_set) if val_set is not None else None,
         },
-        "input": None
-        if input_config is None
-        else {"image_size": list(input_config[0]), "mean": list(input_config[1]), "std": list(input_config[2])},
-        "explainer": None
-        if localization is None
-        else {"methods": list(localization.methods), "threshold": localization.threshold},
+        "input": None if input_config is None else input_config.to_dict(),
     }
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import wandb
-from wandb_offline import history, metric_by_epoch
 
 from pipeline.cli import main
+from tests.helpers.wandb_offline import history, metric_by_epoch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = ["--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO / "tests/configs/tiny.yaml")]
 
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import Augmentation, SampleTransform, ShapesSource, SyntheticShapes, ViTDataModule, collate_samples
+from pipeline.data import Augmentation, SampleTransform, ShapesSource, SyntheticShapes, collate_samples
 from pipeline.data.transforms import scale_boxes
+from pipeline.inputs import InputConfig
+from pipeline.lightning import ViTDataModule
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -35,7 +37,7 @@ def rectangle_mask(boxes: np.ndarray, size: int) -> np.ndarray:
 def test_flip_and_crop_move_boxes_with_the_objects(seed):
     dataset = SyntheticShapes(num_images=8, image_size=64, max_instances=2)
     augmentation = Augmentation(crop_scale=(0.6, 1.0), hflip=True, color_jitter=0.0)
-    transform = SampleTransform((48, 48), MEAN, STD, augmentation, seed=seed)
+    transform = SampleTransform(InputConfig((48, 48), MEAN, STD), augmentation, seed=seed)
     checked = 0
     for index in range(len(dataset)):
         sample = dataset[index]
@@ -54,7 +56,9 @@ def test_a_flip_mirrors_inclusive_boxes_exactly():
     image = np.zeros((20, 20, 3), np.uint8)
     sample = {"image": image, "boxes": np.array([[2, 3, 5, 7]], np.float32), "box_labels": np.array([1]),
               "target": 1, "image_id": "x"}  # fmt: skip
-    transform = SampleTransform((20, 20), MEAN, STD, Augmentation(crop_scale=(1.0, 1.0), hflip=True, color_jitter=0))
+    transform = SampleTransform(
+        InputConfig((20, 20), MEAN, STD), Augmentation(crop_scale=(1.0, 1.0), hflip=True, color_jitter=0)
+    )
     flipped = {tuple(transform(sample)["boxes"][0].tolist()) for _ in range(20)}
     assert flipped == {(2.0, 3.0, 5.0, 7.0), (14.0, 3.0, 17.0, 7.0)}  # pixel columns c -> 19 - c
 
@@ -64,7 +68,7 @@ def test_evaluation_resizes_normalizes_and_scales_boxes_like_the_protocol():
     image = rng.integers(0, 256, size=(300, 500, 3), dtype=np.uint8)
     boxes = np.array([[10.5, 20.0, 499.0, 299.0], [0.0, 0.0, 3.0, 3.0]], np.float32)
     sample = {"image": image, "boxes": boxes, "box_labels": np.array([0, 2]), "target": 2, "image_id": "img"}
-    out = SampleTransform((224, 224), MEAN, STD)(sample)
+    out = SampleTransform(InputConfig((224, 224), MEAN, STD))(sample)
     assert out["image"].shape == (3, 224, 224) and out["image"].dtype == torch.float32
     assert out["image"].min() >= -1.0 and out["image"].max() <= 1.0
     expected = [[int(10.5 / 500 * 224), int(20 / 300 * 224), int(499 / 500 * 224), int(299 / 300 * 224)], [0, 0, 1, 2]]
@@ -79,7 +83,7 @@ def test_scale_boxes_truncates_toward_zero():
 
 def test_collate_keeps_variable_box_lists_and_counts_skipped_samples():
     dataset = SyntheticShapes(num_images=4, image_size=32, max_instances=3)
-    transform = SampleTransform((32, 32), MEAN, STD)
+    transform = SampleTransform(InputConfig((32, 32), MEAN, STD))
     samples = [transform(dataset[i]) for i in range(4)]
     batch = collate_samples([samples[0], None, samples[1], samples[2], None, samples[3]])
     assert batch["image"].shape == (4, 3, 32, 32) and batch["target"].shape == (4,)
@@ -102,7 +106,7 @@ def test_datamodule_needs_an_input_config_without_a_model():
 
 
 def test_workers_draw_different_augmentations():
-    transform = SampleTransform((32, 32), MEAN, STD, Augmentation(), seed=0)
+    transform = SampleTransform(InputConfig((32, 32), MEAN, STD), Augmentation(), seed=0)
     sample = SyntheticShapes(num_images=1, image_size=32)[0]
     draws = []
     for seed in (1, 2, 1):
@@ -121,6 +125,6 @@ def test_importing_the_data_package_opens_no_network_connection():
     )
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     done = subprocess.run(
-        [sys.executable, "-W", "error::UserWarning", "-c", probe], env=env, capture_output=True, text=True
+        [sys.executable, "-W", "error::UserWarning", "-c", probe], env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -5,7 +5,8 @@ from pathlib import Path
 import timm
 import torch
 
-from pipeline.explained import make_card, save_explained
+from pipeline.explained import ExplainedCard, save_explained
+from pipeline.inputs import InputConfig
 
 TINY_KWARGS = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 CLASS_NAMES = ["circle", "square", "triangle", "star"]
@@ -19,7 +20,11 @@ def tiny_vit() -> torch.nn.Module:
 
 def tiny_explained_file(path: Path) -> Path:
     """`tiny_vit()` written as an explained checkpoint at `path`."""
-    card = make_card(
-        "vit_tiny_patch16_224", TINY_KWARGS, 4, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), CLASS_NAMES, False
+    card = ExplainedCard(
+        "vit_tiny_patch16_224",
+        4,
+        InputConfig((32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        CLASS_NAMES,
+        model_kwargs=TINY_KWARGS,
     )
     return save_explained(path, tiny_vit(), card)

@@ -41,7 +41,7 @@ def read_records(path: Path) -> list:
     return records
 
 
-def finished_records(run_file: Path, timeout: float = 60.0) -> list:
+def finished_records(run_file: Path, timeout: float = 600.0) -> list:
     """The run's records once its `exit` record is on disk: wandb's writer may still be flushing after finish()."""
     deadline = time.monotonic() + timeout
     while True:

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_datasets import (
+
+from pipeline.cli import main
+from pipeline.data.voc import VOC_CLASSES
+from tests.helpers.datasets import (
     COCO_CATEGORIES,
     CUB_CLASSES,
     IMAGENET_SYNSETS,
@@ -22,12 +25,9 @@ from fixtures_datasets import (
     write_voc,
 )
 
-from pipeline.cli import main
-from pipeline.data.voc import VOC_CLASSES
-
 pytestmark = pytest.mark.slow
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOCALIZATION = "val/loc/agcam"
 LOCALIZATION_SCORES = ("pixel_accuracy", "iou", "dice", "precision", "recall", "pointing_game")
 TINY_RUN = [
@@ -101,7 +101,7 @@ def fit(tmp_path: Path, dataset: DatasetFormat, logger_args: list[str]) -> tuple
     args = [
         "fit",
         f"--config={CONFIGS / 'synthetic.yaml'}",
-        f"--config={CONFIGS / dataset.config}",
+        f"--data={CONFIGS / 'data' / dataset.config}",
         *logger_args,
         *dataset.source_args(root),
         *TINY_RUN,

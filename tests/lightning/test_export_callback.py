@@ -10,16 +10,13 @@ import torch
 import wandb
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
-from wandb_offline import finished_records
 
-from pipeline.callbacks import LocalizationCallback
 from pipeline.cli import main
-from pipeline.data import ShapesSource, ViTDataModule
+from pipeline.data import ShapesSource
 from pipeline.explain import METHODS, build_explainer
 from pipeline.explained import load_explained, read_card
-from pipeline.export import ExportExplained
-from pipeline.model import ViTClassifier
-from pipeline.summary import RunSummary
+from pipeline.lightning import ExportExplained, LocalizationCallback, RunSummary, ViTClassifier, ViTDataModule
+from tests.helpers.wandb_offline import finished_records, history
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 
@@ -105,3 +102,17 @@ def test_agcam_export_writes_the_same_explained_checkpoint(trained_run, tmp_path
     main(["export", "--ckpt_path", trained_run["last_ckpt"], "--out", str(out)])
     assert f"Explained checkpoint: {out}" in capsys.readouterr().out
     assert read_card(out) == read_card(trained_run["exported"])
+
+
+@pytest.mark.slow
+def test_the_run_logs_mass_in_box_and_a_per_class_table(trained_run):
+    assert 0.0 <= trained_run["last_validation"]["val/loc/agcam/mass_in_box"] <= 1.0
+    rows = history(trained_run["run_dir"])
+    (table,) = [row for row in rows if "val/loc/agcam/per_class/_type" in row]
+    assert table["val/loc/agcam/per_class/_type"] == "table-file"
+    assert table["val/loc/agcam/per_class/ncols"] == 2 + 7  # class, cases, the seven scores
+    (table_file,) = trained_run["run_dir"].rglob("val/loc/agcam/per_class_*.table.json")
+    content = json.loads(table_file.read_text())
+    assert content["columns"][:3] == ["class", "cases", "pixel_accuracy"]
+    cases = sum(row[1] for row in content["data"])
+    assert cases == trained_run["last_validation"]["val/loc/agcam/cases"]

@@ -6,10 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pipeline.callbacks import LocalizationCallback, build_cases
-from pipeline.data import ShapesSource, ViTDataModule
+from pipeline.data import ShapesSource
 from pipeline.explain import AGCAM
-from pipeline.model import ViTClassifier
+from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
+from pipeline.scoring import build_cases
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 
@@ -134,7 +134,7 @@ def test_every_n_epochs_and_max_batches():
 
     def setup_with_counter(trainer_, pl_module, stage):
         original_setup(trainer_, pl_module, stage)
-        callback.explainers["agcam"] = CountingAGCAM(pl_module.model)
+        callback.scorer.explainers["agcam"] = CountingAGCAM(pl_module.model)
 
     callback.setup = setup_with_counter
     fit.fit(model, data)

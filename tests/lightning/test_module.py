@@ -6,8 +6,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.data import ShapesSource, ViTDataModule
-from pipeline.model import ViTClassifier
+from pipeline.data import ShapesSource
+from pipeline.lightning import ViTClassifier, ViTDataModule
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 
@@ -45,10 +45,10 @@ def test_label_smoothing_changes_the_single_label_loss():
     assert smooth._loss(logits, target) > plain._loss(logits, target)
 
 
-def test_data_config_follows_the_built_input_size():
+def test_input_config_follows_the_built_input_size():
     model = ViTClassifier("vit_tiny_patch16_224", 3, model_kwargs=dict(TINY_VIT, img_size=(32, 48)))
-    assert model.data_config["input_size"] == (3, 32, 48)
-    assert model.data_config["mean"] == (0.5, 0.5, 0.5)
+    assert model.input_config.image_size == (32, 48)
+    assert model.input_config.mean == (0.5, 0.5, 0.5) and model.input_config.interpolation == "bicubic"
 
 
 def test_local_weights_file_loads_the_backbone_and_reinitializes_a_different_head(tmp_path):
@@ -75,7 +75,7 @@ def test_layer_decay_gives_lower_learning_rates_to_earlier_blocks():
     [
         (dict(model_name="vit_tiny_patch16_2244"), ValueError, "Did you mean vit_tiny_patch16_224"),
         (dict(model_name="resnet18"), ValueError, "'resnet18' cannot be explained"),
-        (dict(model_name="vit_medium_patch16_gap_256"), ValueError, "no class token"),
+        (dict(model_name="swin_tiny_patch4_window7_224"), ValueError, "Swin has no global attention between tokens"),
         (dict(weights_path="/no/such/weights.safetensors"), FileNotFoundError, "/no/such/weights.safetensors"),
         (dict(class_names=["a", "b"]), ValueError, "2 class_names given for num_classes=3"),
     ],

@@ -1,23 +1,24 @@
 """The callback benchmark runs and reports a finite ratio per variant (timings are its output, not asserted)."""
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from scripts import bench_callback
 
-import bench_callback  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_bench_callback_reports_every_variant(tmp_path):
     out = tmp_path / "bench.json"
-    report = bench_callback.main(["--config", str(REPO / "tests/configs/bench.yaml"), "--quick", "--out", str(out)])
+    config = str(REPO / "tests/configs/bench.yaml")
+    report = bench_callback.main(["--config", config, "--quick", "--train_steps", "1", "--out", str(out)])
     assert out.is_file()
     assert set(report["ratio_to_plain"]) == set(bench_callback.VARIANTS)
     assert report["ratio_to_plain"]["plain validation"] == 1.0
     assert all(math.isfinite(r) and r > 0 for r in report["ratio_to_plain"].values())
     assert report["validation_images"] == 32
+    assert set(report["step_ratio_to_plain"]) == set(bench_callback.GUIDANCE_VARIANTS)
+    assert all(math.isfinite(r) and r > 0 for r in report["step_ratio_to_plain"].values())

@@ -1,13 +1,12 @@
 """The explainer benchmark runs end to end in a tiny configuration and reports every figure (no speed targets)."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "bench_explain.py"
+from scripts import bench_explain
+
 ROW_FIELDS = {
     "model",
     "batch",
@@ -30,13 +29,6 @@ MULTICLASS_FIELDS = {"model", "batch", "classes_per_image", "one_call_s", "separ
 MACHINE_FIELDS = {"cpu", "cpu_count", "torch_threads", "platform", "python", "torch", "timm", "device", "device_name"}
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_explain", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def is_finite_positive(value) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
@@ -45,7 +37,7 @@ def is_finite_positive(value) -> bool:
 def test_tiny_run_writes_every_field_with_finite_positive_ratios(tmp_path, capsys):
     out = tmp_path / "results.json"
     argv = ["--device", "cpu", "--models", "tiny", "--batches", "2", "--warmup", "0", "--repeats", "1"]
-    load_script().main([*argv, "--multiclass-batch", "2", "--out", str(out)])
+    bench_explain.main([*argv, "--multiclass-batch", "2", "--out", str(out)])
 
     report = json.loads(out.read_text())
     assert report["machine"].keys() >= MACHINE_FIELDS

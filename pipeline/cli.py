@@ -1,0 +1,20 @@
+"""`agcam`: the offline commands (export, explain, evaluate) without Lightning, everything else through LightningCLI."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.commands.cli import COMMANDS, run_command
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of `agcam` and `python -m pipeline`; tests call it with an argument list."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        exit_code = run_command(argv)
+        if exit_code:
+            raise SystemExit(exit_code)
+        return
+    from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
+
+    run_lightning_cli(args)

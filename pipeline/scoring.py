@@ -1,0 +1,219 @@
+"""Score where a model looks, batch by batch: cases -> explainers -> localization and faithfulness metrics.
+
+The one loop that the training callback (`pipeline.lightning.LocalizationCallback`) and `agcam evaluate` share, so
+the two give the same numbers for the same model and data. No Lightning here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchmetrics import SumMetric
+
+from pipeline.explain import METHODS, Explainer, build_explainer
+from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics
+
+
+@dataclass
+class Cases:
+    """What to explain in a batch: K target classes per image (padded), which are real, which were predicted."""
+
+    targets: torch.Tensor  # (B, K) class per case
+    valid: torch.Tensor  # (B, K) a real case with at least one ground-truth box
+    correct: torch.Tensor  # (B, K) the model predicted the case's class
+    boxes: list[list[torch.Tensor]]  # [b][k] -> (n, 4) boxes of that class
+    unboxed: int  # real cases without any box of their class (not scored)
+
+    @property
+    def scored_boxes(self) -> list[torch.Tensor]:
+        """The boxes of the valid cases, in the order of `maps[valid]`."""
+        return [boxes for row, keep in zip(self.boxes, self.valid.tolist()) for boxes, k in zip(row, keep) if k]
+
+
+def build_cases(batch: dict, logits: torch.Tensor, multi_label: bool) -> Cases:
+    """Single-label: one case per image, its label. Multi-label: one case per (image, present class).
+
+    A multi-label case is correct when the model gives its class a sigmoid above 0.5 (docs/method.md).
+    """
+    if not multi_label:
+        targets = batch["target"].long()[:, None]
+        correct = (logits.argmax(dim=-1) == batch["target"])[:, None]
+        boxes = [[image_boxes] for image_boxes in batch["boxes"]]
+    else:
+        present = batch["target"] > 0.5  # (B, C)
+        width = max(1, int(present.sum(dim=1).max()))
+        # present classes first (stable sort keeps class order), padded with absent ones that `valid` masks out
+        targets = present.int().sort(dim=1, descending=True, stable=True).indices[:, :width]
+        correct = logits.gather(1, targets) > 0  # sigmoid > 0.5
+        boxes = [
+            [image_boxes[labels == cls] for cls in image_targets.tolist()]
+            for image_boxes, labels, image_targets in zip(batch["boxes"], batch["box_labels"], targets)
+        ]
+    real = batch["target"].gather(1, targets) > 0.5 if multi_label else torch.ones_like(targets, dtype=torch.bool)
+    has_boxes = torch.tensor([[len(b) > 0 for b in row] for row in boxes], device=targets.device)
+    return Cases(targets, real & has_boxes, correct, boxes, int((real & ~has_boxes).sum()))
+
+
+def case_masks(batch: dict, cases: Cases) -> torch.Tensor:
+    """(cases, H, W) ground-truth masks: the pixels of the objects whose boxes belong to each valid case's class."""
+    if "mask" not in batch:
+        raise ValueError("use_masks is on but the batches carry no 'mask': enable masks in the data source")
+    masks = []
+    for mask, labels, image_targets, keep in zip(batch["mask"], batch["box_labels"], cases.targets, cases.valid):
+        for cls, k in zip(image_targets.tolist(), keep.tolist()):
+            if k:
+                object_ids = (labels == cls).nonzero()[:, 0] + 1  # mask value i + 1 is object i
+                masks.append(torch.isin(mask.long(), object_ids))
+    return torch.stack(masks) if masks else batch["mask"].new_zeros((0, *batch["mask"].shape[-2:]), dtype=torch.bool)
+
+
+class LocalizationScorer:
+    """Explain every case of each batch with each method and accumulate its localization (and ABPC) metrics.
+
+    Only correctly classified cases are scored (a misclassified case's map explains another class); the metrics
+    count the others as `skipped`, and real cases without a box of their class as `unboxed`. The states are
+    torchmetrics sums: `compute()` under DDP gives the single-process numbers.
+
+    Args:
+        model: the timm ViT to explain (the explainers leave it as they found it).
+        methods: explainers to run side by side, keys of `pipeline.explain.METHODS`.
+        multi_label: one case per (image, present class) instead of one per image.
+        threshold: heatmap threshold of the box protocol.
+        use_masks: score against the batches' ground-truth masks instead of boxes.
+        pointing_tolerance: pixels of slack for the pointing game.
+        abpc_images: images per `reset()` also scored for faithfulness (ABPC, single-label only); None: every image.
+        abpc_steps: perturbation steps of ABPC.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        methods: Sequence[str] = ("agcam",),
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        use_masks: bool = False,
+        pointing_tolerance: int = 0,
+        abpc_images: int | None = 0,
+        abpc_steps: int = 11,
+    ) -> None:
+        check_scoring_options(methods, threshold, pointing_tolerance, abpc_images, abpc_steps)
+        if abpc_images != 0 and multi_label:
+            raise ValueError("ABPC scores a softmax class probability: it does not apply to multi-label data")
+        self.model = model
+        self.methods = list(methods)
+        self.multi_label = multi_label
+        self.use_masks = use_masks
+        self.abpc_images = abpc_images
+        self.explainers: dict[str, Explainer] = {method: build_explainer(method, model) for method in self.methods}
+        self.localization = {
+            method: LocalizationMetrics(
+                threshold=threshold, pointing_tolerance=pointing_tolerance, num_classes=model.num_classes
+            )
+            for method in self.methods
+        }
+        self.faithfulness = {method: ABPC(steps=abpc_steps) for method in self.methods}
+        self.unboxed = SumMetric()
+        self.reset()
+
+    @property
+    def metrics(self) -> list:
+        return [*self.localization.values(), *self.faithfulness.values(), self.unboxed]
+
+    def to(self, device: torch.device | str) -> LocalizationScorer:
+        for metric in self.metrics:
+            metric.to(device)
+        return self
+
+    def reset(self) -> None:
+        """Forget everything accumulated; the ABPC budget starts again."""
+        for metric in self.metrics:
+            metric.reset()
+        self.abpc_budget = self.abpc_images
+
+    def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> tuple[Cases, dict[str, torch.Tensor]]:
+        """Explain and score one batch.
+
+        Args:
+            images: (B, C, H, W) the model inputs.
+            logits: (B, classes) the model's logits for them (they decide which cases are correct).
+            batch: the batch's annotations (target, boxes, box_labels; mask in mask mode) on the images' device.
+
+        Returns:
+            The cases, and per method the (B, K, gh, gw) raw maps of every case.
+        """
+        cases = build_cases(batch, logits, self.multi_label)
+        self.unboxed.update(cases.unboxed)
+        valid = cases.valid
+        masks = case_masks(batch, cases) if self.use_masks else None
+        abpc_count = len(images) if self.abpc_budget is None else min(self.abpc_budget, len(images))
+        all_maps = {}
+        for method, explainer in self.explainers.items():
+            maps = explainer(images, cases.targets)  # (B, K, gh, gw)
+            self.localization[method].update(
+                maps[valid],
+                None if self.use_masks else cases.scored_boxes,
+                cases.correct[valid],
+                image_size=tuple(images.shape[-2:]),
+                masks=masks,
+                classes=cases.targets[valid],
+            )
+            if abpc_count:
+                self.faithfulness[method].update(
+                    self.model, images[:abpc_count], maps[:abpc_count, 0], cases.targets[:abpc_count, 0]
+                )
+            all_maps[method] = maps
+        if self.abpc_budget is not None:
+            self.abpc_budget -= abpc_count
+        return cases, all_maps
+
+    def compute(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per method: the localization means and counts (`unboxed` included), per-class values (`per_class_*`,
+        (C,) tensors) and, with ABPC on, `abpc/...` values.
+
+        Synchronizes across processes under DDP: call it on every process.
+        """
+        unboxed = self.unboxed.compute()
+        results = {}
+        for method in self.methods:
+            values = {**self.localization[method].compute(), "unboxed": unboxed}
+            if self.abpc_images != 0:
+                faithfulness = self.faithfulness[method].compute()
+                values.update({f"abpc/{name}": value for name, value in faithfulness.items()})
+            results[method] = values
+        return results
+
+
+def class_rows(measured: dict[str, torch.Tensor], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{class name: {cases, score: mean}} for the classes that had used cases (per_class_* of the scorer)."""
+    cases = measured.get("per_class_cases")
+    if cases is None:
+        return {}
+    return {
+        class_names[index]: {
+            "cases": int(cases[index]),
+            **{name: measured[f"per_class_{name}"][index].item() for name in REPORTED_SCORES},
+        }
+        for index in cases.nonzero()[:, 0].tolist()
+    }
+
+
+def check_scoring_options(
+    methods: Sequence[str], threshold: float, pointing_tolerance: int, abpc_images: int | None, abpc_steps: int
+) -> None:
+    """Clear errors, naming the option, for settings the scorer cannot honour."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"Unknown explanation method(s) {unknown}; choose from {sorted(METHODS)}")
+    if not methods:
+        raise ValueError(f"give at least one explanation method, from {sorted(METHODS)}")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1) (heatmaps are normalized to [0, 1]), got {threshold}")
+    if pointing_tolerance < 0:
+        raise ValueError(f"pointing_tolerance must be >= 0 pixels, got {pointing_tolerance}")
+    if abpc_images is not None and abpc_images < 0:
+        raise ValueError(f"abpc_images must be >= 0 (or None for every image), got {abpc_images}")
+    if abpc_steps < 2:
+        raise ValueError(f"abpc_steps must be >= 2, got {abpc_steps}")
