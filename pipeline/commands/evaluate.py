@@ -51,7 +51,7 @@ def data_splits_from(spec: Sequence[str]) -> DatasetSplits:
             raise FileNotFoundError(f"--data {file}: neither a config file nor one of {sorted(DATA_NAMES)}")
         document = read_yaml(path)
         section = document.get("data") if isinstance(document, dict) else None
-        if isinstance(section, str):  # `data: data/shapes.yaml`, a file relative to the config, as LightningCLI reads it
+        if isinstance(section, str):  # `data: data/shapes.yaml`: a file relative to the config, as LightningCLI reads
             section = read_yaml(path.parent / section)
         if not isinstance(section, dict):
             raise ValueError(f"--data {file}: needs a top-level `data:` mapping or data config file (see configs/)")

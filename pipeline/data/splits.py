@@ -96,6 +96,7 @@ class DatasetSplits:
         seed: int = 0,
         predict_split: str = "test",
     ) -> None:
+        super().__init__()  # cooperative: ViTDataModule adds LightningDataModule's own state through this
         if predict_split not in SPLITS:
             raise ValueError(f"predict_split must be one of {SPLITS}, got {predict_split!r}")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size)):

@@ -7,37 +7,17 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from pipeline.data.source import ImageSource
 from pipeline.data.splits import DatasetSplits
-from pipeline.data.transforms import Augmentation
 
 
 class ViTDataModule(DatasetSplits, pl.LightningDataModule):
-    """Train/val/test loaders over an ImageSource; see `DatasetSplits` for the arguments.
+    """Train/val/test loaders over an ImageSource; the arguments are `DatasetSplits`'.
 
     Image size and normalization come from the ViTClassifier it is trained with (timm's pretrained config), unless
     set here. Under DDP each evaluation sample is seen exactly once across processes.
     """
 
-    def __init__(
-        self,
-        source: ImageSource,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        augmentation: Augmentation | None = None,
-        image_size: tuple[int, int] | None = None,
-        mean: tuple[float, float, float] | None = None,
-        std: tuple[float, float, float] | None = None,
-        seed: int = 0,
-        predict_split: str = "test",
-    ) -> None:
-        pl.LightningDataModule.__init__(self)
-        DatasetSplits.__init__(
-            self, source, batch_size, eval_batch_size, num_workers, augmentation, image_size, mean, std, seed,
-            predict_split,
-        )  # fmt: skip
-        self.skipped_samples = 0
+    skipped_samples = 0  # unreadable samples dropped from batches so far (counted per process)
 
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
