@@ -72,11 +72,12 @@ class SampleTransform:
         self.image_size = input_config.image_size
         self.augmentation = augmentation
         normalize = A.Normalize(mean=input_config.mean, std=input_config.std, max_pixel_value=255.0)
-        interpolation = CV2_INTERPOLATION[input_config.interpolation]
         if augmentation is None:
-            self.pipeline = A.Compose([A.Resize(*self.image_size, interpolation=interpolation), normalize])
+            resize = A.Resize(*self.image_size, interpolation=CV2_INTERPOLATION[input_config.interpolation])
+            self.pipeline = A.Compose([resize, normalize])
             return
-        steps = [A.RandomResizedCrop(size=self.image_size, scale=augmentation.crop_scale, interpolation=interpolation)]
+        # training crops keep albumentations' bilinear resampling: the config's interpolation is the eval preprocessing
+        steps = [A.RandomResizedCrop(size=self.image_size, scale=augmentation.crop_scale)]
         if augmentation.hflip:
             steps.append(A.HorizontalFlip(p=0.5))
         if augmentation.color_jitter or augmentation.hue_jitter:
