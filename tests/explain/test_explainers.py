@@ -126,7 +126,7 @@ def test_several_targets_per_image_equal_separate_calls(method):
     together = explainer(images, targets)
     assert together.shape == (3, 3, 4, 4)
     for k in range(3):
-        assert torch.allclose(together[:, k], explainer(images, targets[:, k]), rtol=1e-5, atol=1e-7)
+        assert relative_error(together[:, k], explainer(images, targets[:, k])) < 1e-5  # of the map's max
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -136,7 +136,7 @@ def test_batched_equals_per_image(method):
     explainer = build_explainer(method, model)
     batched = explainer(images)
     single = torch.cat([explainer(images[i : i + 1]) for i in range(4)])
-    assert torch.allclose(batched, single, rtol=1e-5, atol=1e-7)
+    assert relative_error(batched, single) < 1e-5  # of the map's max: batch shapes change GEMM rounding
 
 
 def test_agcam_depends_on_the_class_and_on_the_head_weights():

@@ -116,7 +116,7 @@ def test_every_method_gives_the_same_maps_batched_and_per_image(name):
         explainer = build_explainer(method, model)
         batched = explainer(images)
         single = torch.cat([explainer(images[i : i + 1]) for i in range(3)])
-        assert torch.allclose(batched, single, rtol=1e-4, atol=1e-6), method
+        assert relative_error(batched, single) < 1e-5, method  # of the map's max: batch shapes change rounding
 
 
 @pytest.mark.parametrize("name", ["dinov3", "pe_core", "beit_shared_bias", "vit_map_registers"])
@@ -187,7 +187,7 @@ def test_differentiable_maps_equal_the_maps_and_reach_the_weights(name):
     images = images_for(name)
     target = torch.tensor([[1, 2], [3, 0]])
     maps = AGCAM(model).differentiable_maps(images, target)
-    assert torch.allclose(maps.detach(), AGCAM(model)(images, target), rtol=1e-4, atol=1e-7)
+    assert relative_error(maps.detach(), AGCAM(model)(images, target)) < 1e-5
     qkv = model.blocks[0].attn.qkv.weight  # reaches S (sigmoid) and, through V, dy/dA
     head_grad, qkv_grad = torch.autograd.grad(maps.square().sum(), [model.head.weight, qkv])
     for grad in (head_grad, qkv_grad):  # the head reaches the maps through dy/dA only
@@ -200,7 +200,7 @@ def test_differentiable_maps_keep_train_mode_and_need_autograd():
     images = images_for("vit_gap")
     maps = AGCAM(model).differentiable_maps(images)  # drop rates are 0: train mode gives the eval values
     assert model.training and all(module.training for module in model.modules())
-    assert torch.allclose(maps.detach(), AGCAM(model)(images), rtol=1e-4, atol=1e-7)
+    assert relative_error(maps.detach(), AGCAM(model)(images)) < 1e-5
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         AGCAM(model).differentiable_maps(images)
 
