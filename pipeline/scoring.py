@@ -101,7 +101,9 @@ class LocalizationScorer:
     ) -> None:
         check_scoring_options(methods, threshold, pointing_tolerance, abpc_images, abpc_steps)
         if abpc_images != 0 and multi_label:
-            raise ValueError("ABPC scores a softmax class probability: it does not apply to multi-label data")
+            raise ValueError(
+                "ABPC scores a softmax class probability: it does not apply to multi-label data (set abpc_images to 0)"
+            )
         self.model = model
         self.methods = list(methods)
         self.multi_label = multi_label

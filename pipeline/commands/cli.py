@@ -28,6 +28,7 @@ from pipeline.commands.evaluate import (
 )
 from pipeline.commands.explain import ROWS_FILE, ExplainRequest, explain_files
 from pipeline.commands.export import explained_from_lightning, explained_from_timm, export_checkpoint
+from pipeline.commands.outputs import refuse_existing
 from pipeline.data import DatasetSplits
 from pipeline.explain import METHODS
 from pipeline.explained import ExplainedModel, load_explained
@@ -119,16 +120,6 @@ def run_command(argv: Sequence[str]) -> int:
         return 2
 
 
-def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
-    """FileExistsError for outputs that exist already, unless the user asked to replace them."""
-    existing = [path for path in paths if path.exists()]
-    if existing and not overwrite:
-        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise FileExistsError(
-            f"{existing[0]}{more} already exist(s); choose another --out, or pass --overwrite to replace them"
-        )
-
-
 def run_export(args: argparse.Namespace) -> int:
     refuse_existing([Path(args.out)], args.overwrite)
     if Path(args.out).resolve() == Path(args.ckpt_path).resolve():
@@ -167,8 +158,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = evaluated_model(args, data)
     threshold = model.threshold if args.threshold is None else args.threshold
     abpc_images = args.abpc_images if args.abpc else 0  # None: every image
-    if abpc_images != 0 and model.multi_label:
-        raise ValueError("--abpc scores a softmax class probability: it does not apply to a multi-label model")
     loader = split_loader(data, args.split, model)
     results = evaluate(
         model, loader, args.methods, threshold, abpc_images, use_masks=args.use_masks,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.commands.outputs import refuse_existing
 from pipeline.data.folder import UNLABELLED, folder_records
 from pipeline.data.images import NO_BOX_LABELS, NO_BOXES, BadSampleError, RawSampleDataset, SampleRecord
 from pipeline.data.transforms import SampleTransform
@@ -111,12 +112,7 @@ def check_outputs(inputs: Sequence[str | Path], records: Sequence[SampleRecord],
     clashes = [path for path in paths if path.resolve() in input_paths]
     if clashes:
         raise ValueError(f"{clashes[0]} is an input image and would be overwritten; choose another --out")
-    existing = [path for path in paths if path.exists()]
-    if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(
-            f"{existing[0]}{more} already exists; choose an empty --out, or pass --overwrite to replace earlier outputs"
-        )
+    refuse_existing(paths, overwrite)
 
 
 def explain_files(

@@ -67,8 +67,6 @@ class LocalizationCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
-        if self.abpc_images and multi_label:
-            raise ValueError("ABPC scores a softmax class probability: set abpc_images: 0 for multi-label data")
         self.scorer = LocalizationScorer(
             pl_module.model,
             self.methods,

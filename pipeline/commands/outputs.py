@@ -1,0 +1,16 @@
+"""The one rule every offline command follows before writing: never replace an existing file unasked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """FileExistsError naming the first of `paths` that exists already, unless the user passed --overwrite."""
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(
+            f"{existing[0]}{more} already exists; choose another --out, or pass --overwrite to replace earlier outputs"
+        )
