@@ -17,4 +17,4 @@ def main(args: list[str] | None = None) -> None:
         return
     from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
 
-    run_lightning_cli(args)
+    run_lightning_cli(args, epilog=f"Explained checkpoints: agcam {{{','.join(COMMANDS)}}} --help")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import pipeline.explained
 from pipeline.cli import main
 from pipeline.explain import AGCAM
 from pipeline.explained import (
@@ -29,11 +30,14 @@ def explained_file(tmp_path) -> Path:
 
 
 def raised_only_from_our_code(excinfo: pytest.ExceptionInfo) -> bool:
-    """The clear error comes from pipeline/explained.py itself, not from deep inside safetensors, json or torch."""
-    frames = {Path(frame.filename).name for frame in traceback.extract_tb(excinfo.tb)}
+    """The clear error comes from pipeline/explained/ itself, not from deep inside safetensors, json or torch."""
+    package = Path(pipeline.explained.__file__).parent
+    frames = {Path(frame.filename) for frame in traceback.extract_tb(excinfo.tb)}
+    allowed = (Path(__file__).name, "contextlib.py")
+    ours = {frame for frame in frames if frame.parent == package or frame.name in allowed}
     error = excinfo.value
     chained = error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__)
-    return frames <= {Path(__file__).name, "explained.py", "contextlib.py"} and not chained
+    return frames == ours and not chained
 
 
 def rewrite_card(path: Path, edit) -> None:

@@ -27,11 +27,16 @@ from pipeline.commands.evaluate import (
     write_evaluation,
 )
 from pipeline.commands.explain import ROWS_FILE, ExplainRequest, explain_files
-from pipeline.commands.export import explained_from_lightning, explained_from_timm, export_checkpoint
 from pipeline.commands.outputs import refuse_existing
 from pipeline.data import DatasetSplits
 from pipeline.explain import METHODS
-from pipeline.explained import ExplainedModel, load_explained
+from pipeline.explained import (
+    ExplainedModel,
+    explained_from_lightning,
+    explained_from_timm,
+    export_checkpoint,
+    load_explained,
+)
 
 COMMANDS = ("export", "explain", "evaluate")
 

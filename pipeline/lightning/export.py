@@ -8,8 +8,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from pipeline.commands.export import export_checkpoint
-from pipeline.explained import read_card
+from pipeline.explained import export_checkpoint, read_card
 from pipeline.lightning.run import run_folder, wandb_logger
 
 

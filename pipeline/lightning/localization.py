@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.commands.export import EXPLAINER_KEY
+from pipeline.explained import EXPLAINER_KEY
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import wandb_logger
 from pipeline.scoring import LocalizationScorer, check_scoring_options, class_rows

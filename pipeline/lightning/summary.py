@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from pipeline.commands.export import VALIDATION_KEY
+from pipeline.explained import VALIDATION_KEY
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
 
 WANDB_ID_KEY = "wandb_run_id"

@@ -109,3 +109,18 @@ def test_unreadable_config_key_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", *BASE, "--model.learning_rate", "0.1"])
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_resuming_from_a_file_that_is_no_checkpoint_names_it_before_anything_is_built(tmp_path):
+    foreign = tmp_path / "notes.ckpt"
+    foreign.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(foreign))}: not a readable Lightning checkpoint"):
+        main(["fit", *BASE, "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(foreign)])
+    assert not list(tmp_path.glob("agcam/*"))  # no run folder, no W&B run
+
+
+def test_the_training_help_points_to_the_offline_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "Explained checkpoints: agcam {export,explain,evaluate} --help" in capsys.readouterr().out

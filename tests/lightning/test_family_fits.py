@@ -7,10 +7,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from pipeline.commands.export import export_checkpoint
 from pipeline.data import ShapesSource
 from pipeline.explain import METHODS, build_explainer
-from pipeline.explained import load_explained
+from pipeline.explained import export_checkpoint, load_explained
 from pipeline.lightning import LocalizationCallback, RunSummary, ViTClassifier, ViTDataModule
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)

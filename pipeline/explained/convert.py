@@ -1,7 +1,8 @@
 """Explained checkpoints from training outputs: a Lightning checkpoint (or timm weights) made self-describing.
 
 Lightning checkpoints are read as plain tensors and containers (`torch.load(weights_only=True)`); the timm model
-is rebuilt from the hyper-parameters the checkpoint records. Lightning itself is not needed.
+is rebuilt from the hyper-parameters the checkpoint records. Lightning itself is not needed: the callbacks of
+`pipeline.lightning` write the keys below into every checkpoint, and this module reads them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 import timm
 import torch
 
-from pipeline.explained import ExplainedCard, ExplainedModel, save_explained
+from pipeline.explained.card import ExplainedCard
+from pipeline.explained.files import save_explained
+from pipeline.explained.model import ExplainedModel
 from pipeline.inputs import InputConfig
 from pipeline.models import create_vit, load_state_dict_strictly, model_input_config
 
