@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.explained import export_checkpoint, read_card
-from pipeline.lightning.run import run_folder, wandb_logger
+from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
 
 
 def log_wandb_artifact(run: Any, path: str | Path, aliases: list[str] | None = None) -> Any:
@@ -41,7 +41,8 @@ class ExportExplained(pl.Callback):
     logged as a W&B `model` artifact when the run logs to W&B.
 
     Args:
-        checkpoint: "best" (the ModelCheckpoint's best, else its last) or "last".
+        checkpoint: "best" (the monitored ModelCheckpoint's best, else the last) or "last" (the newest file any
+            ModelCheckpoint wrote: with the configs' two callbacks, last.ckpt).
         filename: the file written in the run folder.
     """
 
@@ -53,9 +54,8 @@ class ExportExplained(pl.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        saved = trainer.checkpoint_callback
-        best = getattr(saved, "best_model_path", "") if self.checkpoint == "best" else ""
-        ckpt_path = best or getattr(saved, "last_model_path", "")
+        best, last = checkpoint_paths(trainer)
+        ckpt_path = (best if self.checkpoint == "best" else None) or last
         if not ckpt_path:
             rank_zero_warn("ExportExplained: the run saved no checkpoint (add a ModelCheckpoint); nothing exported")
             return

@@ -14,11 +14,12 @@ from pytorch_lightning.loggers import WandbLogger
 from pipeline.cli import main
 from pipeline.data import ShapesSource
 from pipeline.explain import METHODS, build_explainer
-from pipeline.explained import load_explained, read_card
+from pipeline.explained import MODEL_PREFIX, load_explained, read_card, read_explained
 from pipeline.lightning import ExportExplained, LocalizationCallback, RunSummary, ViTClassifier, ViTDataModule
 from tests.helpers.wandb_offline import finished_records, history
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +117,32 @@ def test_the_run_logs_mass_in_box_and_a_per_class_table(trained_run):
     assert content["columns"][:3] == ["class", "cases", "pixel_accuracy"]
     cases = sum(row[1] for row in content["data"])
     assert cases == trained_run["last_validation"]["val/loc/agcam/cases"]
+
+
+def model_weights(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
+    """The timm model's state dict inside a Lightning checkpoint."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    return {name.removeprefix(MODEL_PREFIX): tensor for name, tensor in state.items()}
+
+
+@pytest.mark.slow
+def test_exporting_the_last_checkpoint_under_the_shipped_two_callback_layout(tmp_path):
+    """configs/synthetic.yaml saves the best epoch with a monitored callback and last.ckpt with a second one; "last"
+    exports last.ckpt (it used to read the first callback's last path, empty there, and export nothing)."""
+    main([
+        "fit", "--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO / "tests/configs/tiny.yaml"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.max_epochs", "2",
+        "--data.source.init_args.train_size", "64", "--data.source.init_args.val_size", "32",
+        "--trainer.callbacks+=pipeline.lightning.ExportExplained", "--trainer.callbacks.checkpoint=last",
+        "--trainer.callbacks.filename=last.agcam",
+    ])  # fmt: skip
+    wandb.finish()
+    (summary_file,) = tmp_path.glob("agcam/*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert Path(summary["last_checkpoint"]).name == "last.ckpt"
+    run = summary_file.parent
+    for exported, checkpoint in [("last.agcam", "last_checkpoint"), ("model.agcam", "best_checkpoint")]:
+        card, weights = read_explained(run / exported)
+        assert weights.keys() == model_weights(summary[checkpoint]).keys(), exported
+        assert all(torch.equal(weights[name], tensor) for name, tensor in model_weights(summary[checkpoint]).items())
+    assert read_card(run / "last.agcam")["validation"]["epoch"] == 1  # the final epoch's state
