@@ -1,11 +1,11 @@
 """agcam-pipeline: fine-tune timm ViTs with Lightning and explain them with Attention Guided CAM while they train."""
 
 __version__ = "0.1.0"
-__all__ = ["ExplainedCheckpointError", "load_explained"]
+__all__ = ["ExplainedCheckpointError", "ExplainedModel", "load_explained"]
 
 
 def __getattr__(name: str):
-    """`pipeline.load_explained` on first use, so `import pipeline` stays light (torch, timm: only when asked)."""
+    """`pipeline.load_explained` (and the names in __all__) on first use, so `import pipeline` stays light (torch, timm: only when asked)."""
     if name in __all__:
         from pipeline import explained
 

@@ -86,6 +86,7 @@ sys.modules["lightning"] = None
 import torch
 import pipeline
 model = pipeline.load_explained({str(explained_file)!r})
+assert isinstance(model, pipeline.ExplainedModel)
 images = torch.randn(2, 3, 32, 32)
 print(model.predict(images).classes.shape[0], tuple(model.explain(images, method="lrp").heatmaps.shape))
 """
