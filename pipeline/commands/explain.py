@@ -20,8 +20,10 @@ import torch
 from tqdm import tqdm
 
 from pipeline.commands.outputs import refuse_existing
+from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES
+from pipeline.data.bad_samples import BadSampleError
+from pipeline.data.file_source import RawSampleDataset, SampleRecord
 from pipeline.data.folder import UNLABELLED, folder_records
-from pipeline.data.images import NO_BOX_LABELS, NO_BOXES, BadSampleError, RawSampleDataset, SampleRecord
 from pipeline.data.transforms import SampleTransform
 from pipeline.explain import METHODS
 from pipeline.explained import ExplainedModel

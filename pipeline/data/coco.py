@@ -24,17 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.images import (
-    BadSampleError,
-    FileSource,
-    OnBadSample,
-    SampleRecord,
-    Size,
-    annotated_size,
-    annotation_number,
-    image_size,
-    usable_objects,
-)
+from pipeline.data.annotations import annotated_size, annotation_number, usable_objects
+from pipeline.data.bad_samples import BadSampleError, OnBadSample
+from pipeline.data.decoding import Size, image_size
+from pipeline.data.file_source import FileSource, SampleRecord
 
 _COCO_KEYS = ("images", "annotations", "categories")
 _BBOX_FIELDS = ("bbox x", "bbox y", "bbox width", "bbox height")
@@ -83,7 +76,7 @@ class COCOSource(FileSource):
         val_json: the val split's JSON, or None.
         test_json: the test split's JSON, or None.
         multi_label: multi-hot targets over all categories present, instead of one label per image.
-        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+        on_bad_sample: "error" or "skip" (see `pipeline.data.bad_samples`).
     """
 
     layout = "the folder that the JSON's image file_names are relative to"

@@ -21,15 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.images import (
-    BadSampleError,
-    FileSource,
-    OnBadSample,
-    SampleRecord,
-    annotation_number,
-    image_size,
-    usable_objects,
-)
+from pipeline.data.annotations import annotation_number, usable_objects
+from pipeline.data.bad_samples import BadSampleError, OnBadSample
+from pipeline.data.decoding import image_size
+from pipeline.data.file_source import FileSource, SampleRecord
 
 _MASK_THRESHOLD = 128  # segmentation gray level from which a pixel is bird (at least half the annotators)
 _BIRD_MASK = (np.arange(256) >= _MASK_THRESHOLD).astype(np.uint8)  # gray level -> object id 1 (the one box)
@@ -57,7 +52,7 @@ class CUBSource(FileSource):
     Args:
         root: the `CUB_200_2011` folder.
         use_masks: add the `segmentations/` masks (1 = bird).
-        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+        on_bad_sample: "error" or "skip" (see `pipeline.data.bad_samples`).
     """
 
     layout = "the CUB_200_2011 folder holding images.txt, classes.txt, bounding_boxes.txt and images/"

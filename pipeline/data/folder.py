@@ -8,16 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.images import (
-    IMAGE_EXTENSIONS,
-    NO_BOX_LABELS,
-    NO_BOXES,
-    FileSource,
-    OnBadSample,
-    RawSampleDataset,
-    SampleRecord,
-    image_files,
-)
+from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES
+from pipeline.data.bad_samples import OnBadSample
+from pipeline.data.decoding import IMAGE_EXTENSIONS, image_files
+from pipeline.data.file_source import FileSource, RawSampleDataset, SampleRecord
 
 UNLABELLED = -1
 
@@ -50,7 +44,7 @@ class FolderSource(FileSource):
     Args:
         root: the folder, searched recursively for image files.
         class_names: the model's class names, if known (the images carry no labels).
-        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+        on_bad_sample: "error" or "skip" (see `pipeline.data.bad_samples`).
     """
 
     layout = "a folder of image files (searched recursively)"

@@ -23,19 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.data.images import (
-    NO_BOX_LABELS,
-    NO_BOXES,
-    BadSampleError,
-    FileSource,
-    OnBadSample,
-    SampleRecord,
-    Size,
-    annotation_number,
-    image_files,
-    image_size,
-    usable_objects,
-)
+from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES, annotation_number, usable_objects
+from pipeline.data.bad_samples import BadSampleError, OnBadSample
+from pipeline.data.decoding import Size, image_files, image_size
+from pipeline.data.file_source import FileSource, SampleRecord
 from pipeline.data.voc import read_voc_xml
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -76,7 +67,7 @@ class ImageNetSource(FileSource):
         root: the folder holding LOC_synset_mapping.txt and the images.
         val_boxes: where val boxes come from: "xml" (Annotations/CLS-LOC/val), "csv" (LOC_val_solution.csv), or
             "auto": the XML folder if there is one, else the CSV.
-        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+        on_bad_sample: "error" or "skip" (see `pipeline.data.bad_samples`).
     """
 
     layout = "the ImageNet folder holding LOC_synset_mapping.txt, train/<wnid>/ and val/ (or ILSVRC/Data/CLS-LOC/)"

@@ -26,17 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.images import (
-    BadSampleError,
-    FileSource,
-    OnBadSample,
-    SampleRecord,
-    Size,
-    annotated_size,
-    annotation_number,
-    image_size,
-    usable_objects,
-)
+from pipeline.data.annotations import annotated_size, annotation_number, usable_objects
+from pipeline.data.bad_samples import BadSampleError, OnBadSample
+from pipeline.data.decoding import Size, image_size
+from pipeline.data.file_source import FileSource, SampleRecord
 
 VOC_CLASSES = (
     "aeroplane",
@@ -121,7 +114,7 @@ class VOCSource(FileSource):
         include_difficult: keep objects marked `difficult` (boxes and labels); by default they are left out.
         use_masks: add `SegmentationObject` masks (object k = box k-1); the splits then come from
             ImageSets/Segmentation, whose images all have masks.
-        on_bad_sample: "error" or "skip" (see `pipeline.data.images`).
+        on_bad_sample: "error" or "skip" (see `pipeline.data.bad_samples`).
     """
 
     layout = "the VOC2012 folder holding JPEGImages/, Annotations/ and ImageSets/Main/"

@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from pipeline.data.bad_samples import BadSampleError, BadSampleWarning
 from pipeline.data.coco import COCOSource
 from pipeline.data.cub import CUBSource
+from pipeline.data.decoding import load_rgb
+from pipeline.data.file_source import RawSampleDataset
 from pipeline.data.folder import FolderSource, ImageFolderDataset
 from pipeline.data.imagenet import ImageNetSource
-from pipeline.data.images import BadSampleError, BadSampleWarning, RawSampleDataset, load_rgb
 from pipeline.data.voc import VOCSource
 from tests.helpers.datasets import (
     cub_image_path,

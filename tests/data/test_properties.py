@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.data.annotations import usable_objects
+from pipeline.data.bad_samples import BadSampleError, BadSamplePolicy, BadSampleWarning
 from pipeline.data.coco import COCOSource
-from pipeline.data.images import BadSampleError, BadSamplePolicy, BadSampleWarning, usable_objects
 from pipeline.data.transforms import scale_boxes
 from pipeline.data.voc import VOC_CLASSES, read_voc_xml
 from tests.helpers.datasets import voc_xml, write_image

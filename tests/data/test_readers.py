@@ -8,9 +8,9 @@ from jsonargparse import ArgumentParser
 
 from pipeline.data.coco import COCOSource
 from pipeline.data.cub import CUBSource
+from pipeline.data.file_source import RawSampleDataset
 from pipeline.data.folder import UNLABELLED, FolderSource, ImageFolderDataset
 from pipeline.data.imagenet import ImageNetSource
-from pipeline.data.images import RawSampleDataset
 from pipeline.data.source import ImageSource
 from pipeline.data.voc import VOC_CLASSES, VOCSource, read_voc_xml
 from tests.helpers.datasets import (
@@ -223,7 +223,8 @@ def test_samples_are_independent_copies(tmp_path):
 
 
 def test_every_source_builds_from_a_class_path_config(tmp_path):
-    """Constructor arguments are typed, so configs can set them through jsonargparse `class_path`/`init_args`."""
+    """Constructor arguments are typed, so configs can set them through jsonargparse `class_path`/`init_args`; every
+    source is exported from `pipeline.data`, so every config names it the same way."""
     write_voc(tmp_path / "voc")
     write_imagenet(tmp_path / "imagenet")
     write_cub(tmp_path / "cub")
@@ -242,7 +243,7 @@ def test_every_source_builds_from_a_class_path_config(tmp_path):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--source", type=ImageSource)
     for source_class, arguments in init_args.items():
-        class_path = f"{source_class.__module__}.{source_class.__name__}"
+        class_path = f"pipeline.data.{source_class.__name__}"
         config = parser.parse_object(
             {"source": {"class_path": class_path, "init_args": arguments | {"on_bad_sample": "skip"}}}
         )
