@@ -11,7 +11,7 @@ import timm
 import torch
 from timm.data import resolve_model_data_config
 
-from pipeline.explain import check_explainable
+from pipeline.explain import UnsupportedModelError, check_explainable
 from pipeline.inputs import INTERPOLATIONS, InputConfig
 
 
@@ -58,7 +58,7 @@ def create_vit(
     )
     try:
         check_explainable(model)
-    except (TypeError, ValueError) as error:
+    except UnsupportedModelError as error:
         raise ValueError(f"{model_name!r} cannot be explained: {error}") from error
     return model
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from pipeline.explain._family import UnsupportedModelError
 from pipeline.explain._registry import check_explainable
 from pipeline.explain.agcam import AGCAM
 from pipeline.explain.base import Explainer
@@ -42,6 +43,7 @@ __all__ = [
     "Explainer",
     "GradientRollout",
     "TransformerAttribution",
+    "UnsupportedModelError",
     "build_explainer",
     "check_explainable",
 ]

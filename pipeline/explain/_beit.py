@@ -5,19 +5,20 @@ from __future__ import annotations
 import torch
 from timm.models.beit import Attention, Beit, Block
 
-from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
 
 
 class BeitFamily(Family):
     """Beit blocks (gamma LayerScale) whose scores carry a per-block and/or shared relative position bias."""
 
     model_type = Beit
+    block_differences = "a relative position bias on the attention scores (when configured), gamma LayerScale"
     readouts = ("token", "avg")
 
     def check(self) -> None:
         for index, block in enumerate(self.blocks):
             if type(block) is not Block or type(block.attn) is not Attention:
-                raise ValueError(
+                raise UnsupportedModelError(
                     f"Block {index} is {type(block).__name__} with {type(block.attn).__name__}; the explainers "
                     "support Beit's own Block and Attention."
                 )

@@ -6,18 +6,19 @@ import torch
 from timm.layers import AttentionRope, apply_rot_embed_cat
 from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 
-from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
 
 
 class EvaFamily(Family):
     """Eva blocks (pre- or post-norm, gamma LayerScale, SwiGLU/GluMlp) whose attention rotates q and k with RoPE."""
 
     model_type = Eva
+    block_differences = "rotary position embedding of the queries and keys inside the attention"
 
     def check(self) -> None:
         for index, block in enumerate(self.blocks):
             if type(block) not in (EvaBlock, EvaBlockPostNorm) or type(block.attn) not in (EvaAttention, AttentionRope):
-                raise ValueError(
+                raise UnsupportedModelError(
                     f"Block {index} is {type(block).__name__} with {type(block.attn).__name__}; the explainers "
                     "support Eva's EvaBlock / EvaBlockPostNorm with EvaAttention or AttentionRope."
                 )

@@ -16,7 +16,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +25,14 @@ from timm.layers import AttentionPoolLatent
 from torch import nn
 
 AttendFn = Callable[[torch.Tensor], torch.Tensor]  # attention input (B, N, D) -> attention module output (B, N, D)
+BlockAttendFn = Callable[[int, torch.Tensor], torch.Tensor]  # (block index, attention input) -> attention output
 ProbeAttendFn = Callable[["Heads"], torch.Tensor]  # the probe's heads -> its context (B, H, 1, d)
 
 POOLED_READOUTS = ("avg", "max", "avgmax", "map")
+
+
+class UnsupportedModelError(ValueError):
+    """A model (architecture, block, option or wrapper) an explainer cannot explain; the message says why."""
 
 
 @dataclass
@@ -99,7 +105,10 @@ class Family(ABC):
     (class token, average, max, attention-pool probe) is shared and follows the model's own `global_pool`.
     """
 
-    readouts: tuple[str, ...] = ("token", *POOLED_READOUTS)
+    model_type: ClassVar[type[nn.Module]]  # the timm model class this family runs
+    readouts: ClassVar[tuple[str, ...]] = ("token", *POOLED_READOUTS)
+    # How this family's blocks differ from timm's ViT Block, in words ("" for none): refusals quote it.
+    block_differences: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -110,7 +119,7 @@ class Family(ABC):
 
     @abstractmethod
     def check(self) -> None:
-        """Raise ValueError naming the block or option this family's forward does not reproduce."""
+        """Raise UnsupportedModelError naming the block or option this family's forward does not reproduce."""
 
     @abstractmethod
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -125,6 +134,12 @@ class Family(ABC):
         """Block `index` on `x` (B, N, D), with `attend(attn_input)` standing in for its attention module."""
 
     # ---- shared ---------------------------------------------------------------------------------------------
+
+    def run_blocks(self, tokens: torch.Tensor, attend: BlockAttendFn) -> torch.Tensor:
+        """Every block in turn on `tokens` (B, N, D), with `attend(index, attn_input)` as block `index`'s attention."""
+        for index in range(len(self.blocks)):
+            tokens = self.run_block(index, tokens, partial(attend, index))
+        return tokens
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -178,22 +193,24 @@ class Family(ABC):
         return attn.proj_drop(attn.proj(merged))
 
     def check_readout(self) -> None:
-        """Raise ValueError unless the model's `global_pool` is one whose readout `read_out` reproduces."""
+        """Raise UnsupportedModelError unless the model's `global_pool` is one whose readout `read_out` reproduces."""
         kind, name = self.readout_kind, type(self.model).__name__
         if kind not in self.readouts:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"{name} has global_pool={kind!r}; the explainers follow the model's readout and support "
                 f"global_pool in {self.readouts} (with '' the model outputs one vector per token, no single "
                 "prediction to explain)."
             )
         probe = getattr(self.model, "attn_pool", None)
         if kind == "map" and (not isinstance(probe, AttentionPoolLatent) or probe.latent_len != 1):
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"{name} pools with {type(probe).__name__}; the 'map' readout is supported for timm's "
                 "AttentionPoolLatent with one latent query."
             )
         if kind != "map" and probe is not None:
-            raise ValueError(f"{name} has an attention pool ({type(probe).__name__}) with global_pool={kind!r}.")
+            raise UnsupportedModelError(
+                f"{name} has an attention pool ({type(probe).__name__}) with global_pool={kind!r}."
+            )
 
     def readout_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """The part of the last block's tokens (B, T, D) the readout needs: prefix tokens alone for token readout."""

@@ -24,14 +24,13 @@ def record_attention(family: Family, images: torch.Tensor) -> RecordedAttention:
     """Run the model with grad enabled and explicit attention, keeping every block's attention probabilities."""
     attn_probs = []
     tokens, positions = family.embed(images)
-    for index in range(len(family.blocks)):
 
-        def attend_and_record(x, index=index):
-            heads = family.heads(index, x, positions)
-            attn_probs.append(heads.scores().softmax(dim=-1))
-            return family.attention_output(index, attn_probs[-1] @ heads.v, x)
+    def attend_and_record(index: int, x: torch.Tensor) -> torch.Tensor:
+        heads = family.heads(index, x, positions)
+        attn_probs.append(heads.scores().softmax(dim=-1))
+        return family.attention_output(index, attn_probs[-1] @ heads.v, x)
 
-        tokens = family.run_block(index, tokens, attend_and_record)
+    tokens = family.run_blocks(tokens, attend_and_record)
     return RecordedAttention(attn_probs, family.read_out(tokens))
 
 

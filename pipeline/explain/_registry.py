@@ -6,7 +6,7 @@ from torch import nn
 
 from pipeline.explain._beit import BeitFamily
 from pipeline.explain._eva import EvaFamily
-from pipeline.explain._family import Family
+from pipeline.explain._family import Family, UnsupportedModelError
 from pipeline.explain._vit import ViTFamily
 
 FAMILIES: tuple[type[Family], ...] = (ViTFamily, EvaFamily, BeitFamily)
@@ -30,12 +30,12 @@ def family_of(model: nn.Module) -> Family:
     """The family that runs `model`; a clear error for anything else."""
     name = type(model).__name__
     if name in REFUSED:
-        raise TypeError(f"{name} cannot be explained: {REFUSED[name]}")
+        raise UnsupportedModelError(f"{name} cannot be explained: {REFUSED[name]}")
     for family in FAMILIES:
         if isinstance(model, family.model_type):
             return family(model)
     supported = ", ".join(family.model_type.__name__ for family in FAMILIES)
-    raise TypeError(
+    raise UnsupportedModelError(
         f"Explainers need a timm VisionTransformer, Eva or Beit ({supported}: vit_*, deit_*, eva*, beit*), got "
         f"{name}. CNNs and other architectures have no self-attention over patch tokens to explain."
     )

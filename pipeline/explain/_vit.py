@@ -6,7 +6,7 @@ import torch
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
 
 
 class ViTFamily(Family):
@@ -18,7 +18,7 @@ class ViTFamily(Family):
         for index, block in enumerate(self.blocks):
             attn = getattr(block, "attn", None)
             if type(block) is not Block or type(attn) is not Attention:
-                raise ValueError(
+                raise UnsupportedModelError(
                     f"Block {index} is {type(block).__name__} with {type(attn).__name__}; the explainers "
                     "support timm's standard pre-norm Block with its standard Attention in a VisionTransformer."
                 )

@@ -91,17 +91,16 @@ class AGCAM(Explainer):
         with nullcontext() if create_graph else torch.no_grad():
             tokens, positions = family.embed(images)
             first_rows = tokens[:, rows]  # (B, R, D)
-            for index in range(len(family.blocks)):
 
-                def attend_and_record(x, index=index):
-                    heads = family.heads(index, x, positions)
-                    row_scores.append(heads.scores(rows))
-                    values.append(heads.v)
-                    row_inputs.append(x[:, rows])
-                    context = heads.context(family.fused(index), family.attention_dropout(index))
-                    return family.attention_output(index, context, x)
+            def attend_and_record(index: int, x: torch.Tensor) -> torch.Tensor:
+                heads = family.heads(index, x, positions)
+                row_scores.append(heads.scores(rows))
+                values.append(heads.v)
+                row_inputs.append(x[:, rows])
+                context = heads.context(family.fused(index), family.attention_dropout(index))
+                return family.attention_output(index, context, x)
 
-                tokens = family.run_block(index, tokens, attend_and_record)
+            tokens = family.run_blocks(tokens, attend_and_record)
             kept = family.readout_tokens(tokens)  # (B, T', D): the prefix tokens alone for token readout
             recorded = family.read_out(kept, record_probe)
         targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)
@@ -112,13 +111,12 @@ class AGCAM(Explainer):
             # One attention row per target copy of each readout token: (B, H, K * R, T), copy-major.
             row_probs = [scores.softmax(dim=-1).repeat(1, 1, num_targets, 1).requires_grad_() for scores in row_scores]
             probe_probs = [s.softmax(dim=-1).repeat_interleave(num_targets, 0).requires_grad_() for s in probe_scores]
-            copies = first_rows.repeat(1, num_targets, 1)  # (B, K * R, D)
-            for index, (probs, v, x) in enumerate(zip(row_probs, values, row_inputs)):
 
-                def attend_replay(_normed, index=index, probs=probs, v=v, x=x):
-                    return family.attention_output(index, probs @ v, x.repeat(1, num_targets, 1))
+            def attend_replay(index: int, _normed: torch.Tensor) -> torch.Tensor:
+                context = row_probs[index] @ values[index]
+                return family.attention_output(index, context, row_inputs[index].repeat(1, num_targets, 1))
 
-                copies = family.run_block(index, copies, attend_replay)
+            copies = family.run_blocks(first_rows.repeat(1, num_targets, 1), attend_replay)  # (B, K * R, D)
             replayed = copies.reshape(batch * num_targets, num_rows, -1)  # (B * K, R, D)
             others = kept.repeat_interleave(num_targets, dim=0)  # (B * K, T', D)
             readout_input = torch.cat([others[:, : rows.start], replayed, others[:, rows.start + num_rows :]], dim=1)
@@ -153,19 +151,18 @@ class AGCAM(Explainer):
         with torch.enable_grad():
             with torch.no_grad():
                 tokens, positions = family.embed(images)
-            for index in range(len(family.blocks)):
 
-                def attend_with_leaf(x, index=index):
-                    with torch.no_grad():  # the attention input is detached: S, A and V are constants
-                        heads = family.heads(index, x, positions)
-                        scores = heads.scores(scale_queries=True)  # (B, H, T, T)
-                        context = scores.softmax(dim=-1) @ heads.v
-                        row_sigmoids.append(scores.sigmoid_()[:, :, rows, prefix:])  # S is not needed any more
-                    patch_values.append(heads.v[:, :, prefix:].contiguous())  # a strided V slows dy/dA's matmul 2x
-                    contexts.append(context.requires_grad_())
-                    return family.attention_output(index, context, x.detach())
+            def attend_with_leaf(index: int, x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():  # the attention input is detached: S, A and V are constants
+                    heads = family.heads(index, x, positions)
+                    scores = heads.scores(scale_queries=True)  # (B, H, T, T)
+                    context = scores.softmax(dim=-1) @ heads.v
+                    row_sigmoids.append(scores.sigmoid_()[:, :, rows, prefix:])  # S is not needed any more
+                patch_values.append(heads.v[:, :, prefix:].contiguous())  # a strided V slows dy/dA's matmul 2x
+                contexts.append(context.requires_grad_())
+                return family.attention_output(index, context, x.detach())
 
-                tokens = family.run_block(index, tokens, attend_with_leaf)
+            tokens = family.run_blocks(tokens, attend_with_leaf)
             readout = family.read_out(tokens, attend_probe)
             targets = resolve_targets(readout.logits.detach(), target)  # (B, K)
             row_weights = readout.weights[:, rows]  # (B, R)

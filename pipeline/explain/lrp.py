@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from timm.layers import Mlp
 
-from pipeline.explain._family import Family, resolve_targets
+from pipeline.explain._family import Family, UnsupportedModelError, resolve_targets
 from pipeline.explain._recorded import gradients_per_target, residual_rollout
 from pipeline.explain._vit import ViTFamily
 from pipeline.explain.base import Explainer, read_rows
@@ -105,19 +105,19 @@ def check_lrp_rules(family: Family) -> None:
     """LRP needs a rule for every layer: timm's VisionTransformer Block with plain Mlp, class-token or avg readout."""
     model = family.model
     if not isinstance(family, ViTFamily):
-        raise ValueError(
+        raise UnsupportedModelError(
             f"TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; {type(model).__name__} "
-            f"blocks ({type(family.blocks[0]).__name__} with {type(family.blocks[0].attn).__name__}) add rotary "
-            "embeddings or relative position biases inside the attention, which have no LRP rule here."
+            f"blocks ({type(family.blocks[0]).__name__} with {type(family.blocks[0].attn).__name__}) have "
+            f"{family.block_differences}, for which there is no LRP rule here."
         )
     for index, block in enumerate(family.blocks):
         if type(block.mlp) is not Mlp:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"Block {index} uses {type(block.mlp).__name__}; TransformerAttribution's LRP rules are defined "
                 "for timm's plain Mlp (fc1, activation, fc2) only."
             )
     if family.readout_kind not in ("token", "avg"):
-        raise ValueError(
+        raise UnsupportedModelError(
             f"TransformerAttribution has no LRP rule for global_pool={family.readout_kind!r}; it supports the "
             "class-token readout and average pooling."
         )

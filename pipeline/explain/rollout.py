@@ -44,15 +44,14 @@ class AttentionRollout(Explainer):
 
         with torch.no_grad():
             tokens, positions = family.embed(images)
-            for index in range(len(family.blocks)):
 
-                def attend_and_record(x, index=index):
-                    heads = family.heads(index, x, positions)
-                    probs = heads.scores().softmax(dim=-1)  # (B, H, T, T)
-                    fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
-                    return family.attention_output(index, probs @ heads.v, x)
+            def attend_and_record(index: int, x: torch.Tensor) -> torch.Tensor:
+                heads = family.heads(index, x, positions)
+                probs = heads.scores().softmax(dim=-1)  # (B, H, T, T)
+                fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
+                return family.attention_output(index, probs @ heads.v, x)
 
-                tokens = family.run_block(index, tokens, attend_and_record)
+            tokens = family.run_blocks(tokens, attend_and_record)
             weights = family.read_out(tokens).weights  # (B, T)
             identity = torch.eye(tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
             rollout = identity.expand_as(fused_attentions[0])

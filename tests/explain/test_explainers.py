@@ -16,6 +16,7 @@ from pipeline.explain import (
     METHODS,
     AttentionRollout,
     TransformerAttribution,
+    UnsupportedModelError,
     build_explainer,
 )
 from pipeline.render import render_overlay, save_png
@@ -202,7 +203,7 @@ def test_repeated_calls_leak_no_hooks_and_no_tensors():
 def test_unsupported_models_and_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="global_pool=''"):
         AGCAM(tiny_vit(class_token=False, global_pool=""))
-    with pytest.raises(TypeError, match="VisionTransformer"):
+    with pytest.raises(UnsupportedModelError, match="VisionTransformer"):
         AGCAM(nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)))
     with pytest.raises(ValueError, match="Unknown explanation method"):
         build_explainer("gradcam", tiny_vit())

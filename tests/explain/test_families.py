@@ -10,6 +10,7 @@ from pipeline.explain import (
     AttentionRollout,
     GradientRollout,
     TransformerAttribution,
+    UnsupportedModelError,
     build_explainer,
     check_explainable,
 )
@@ -217,26 +218,28 @@ def test_architectures_without_global_token_attention_are_refused_with_the_reaso
     kwargs, reason = REFUSED[name]
     model = timm.create_model(name, pretrained=False, **kwargs)
     for method in METHODS:
-        with pytest.raises(TypeError, match=reason):
+        with pytest.raises(UnsupportedModelError, match=reason):
             build_explainer(method, model)
-    with pytest.raises(TypeError, match=reason):
+    with pytest.raises(UnsupportedModelError, match=reason):
         check_explainable(model)
 
 
-def test_unsupported_options_are_refused_by_name():
-    with pytest.raises(ValueError, match="Eva blocks|EvaBlock"):
+def test_unsupported_options_are_refused_by_name_with_the_family_s_reason():
+    with pytest.raises(UnsupportedModelError, match="EvaBlock.*rotary position embedding") as refusal:
         TransformerAttribution(tiny_family("rope_vit"))
-    with pytest.raises(ValueError, match="Beit"):
+    assert "relative position bias" not in str(refusal.value)
+    with pytest.raises(UnsupportedModelError, match="Beit.*relative position bias") as refusal:
         TransformerAttribution(tiny_family("beit"))
-    with pytest.raises(ValueError, match="global_pool='map'"):
+    assert "rotary" not in str(refusal.value)
+    with pytest.raises(UnsupportedModelError, match="global_pool='map'"):
         TransformerAttribution(tiny_family("siglip"))
-    with pytest.raises(ValueError, match="Block 0 uses GluMlp"):
+    with pytest.raises(UnsupportedModelError, match="Block 0 uses GluMlp"):
         TransformerAttribution(timm.create_model("vit_small_patch16_224", **TINY, mlp_layer=timm.layers.GluMlp))
-    with pytest.raises(ValueError, match="global_pool=''"):
+    with pytest.raises(UnsupportedModelError, match="global_pool=''"):
         AGCAM(timm.create_model("vit_small_patch16_224", **TINY, global_pool=""))
-    with pytest.raises(ValueError, match="global_pool=.prr."):
+    with pytest.raises(UnsupportedModelError, match="global_pool=.prr."):
         AGCAM(timm.create_model("vit_small_patch16_224", **TINY, global_pool="prr"))
-    with pytest.raises(ValueError, match="ParallelScalingBlock"):
+    with pytest.raises(UnsupportedModelError, match="ParallelScalingBlock"):
         AGCAM(
             timm.create_model(
                 "vit_small_patch16_224", **TINY, block_fn=timm.models.vision_transformer.ParallelScalingBlock
