@@ -5,7 +5,7 @@ __all__ = ["ExplainedCheckpointError", "ExplainedModel", "load_explained"]
 
 
 def __getattr__(name: str):
-    """`pipeline.load_explained` (and the names in __all__) on first use, so `import pipeline` stays light (torch, timm: only when asked)."""
+    """The names in __all__ on first use, so `import pipeline` stays light (torch, timm: only when asked)."""
     if name in __all__:
         from pipeline import explained
 
