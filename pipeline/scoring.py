@@ -7,14 +7,44 @@ the two give the same numbers for the same model and data. No Lightning here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torchmetrics import SumMetric
 
-from pipeline.explain import METHODS, Explainer, build_explainer
-from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics
+from pipeline.explain import Explainer, build_explainer, check_methods
+from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics, check_threshold, check_tolerance
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringOptions:
+    """What the scorer measures; every option is checked here, once, with the option's name in the error.
+
+    Args:
+        methods: explainers to run side by side, keys of `pipeline.explain.METHODS`.
+        threshold: heatmap threshold of the box protocol.
+        use_masks: score against the batches' ground-truth masks instead of boxes.
+        pointing_tolerance: pixels of slack for the pointing game.
+        abpc_images: images per `reset()` also scored for faithfulness (ABPC, single-label only); None: every image.
+        abpc_steps: perturbation steps of ABPC.
+    """
+
+    methods: Sequence[str] = field(default=("agcam",))
+    threshold: float = 0.5
+    use_masks: bool = False
+    pointing_tolerance: int = 0
+    abpc_images: int | None = 0
+    abpc_steps: int = 11
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(check_methods(self.methods)))
+        object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        check_tolerance(self.pointing_tolerance, "pointing_tolerance")
+        if self.abpc_images is not None and self.abpc_images < 0:
+            raise ValueError(f"abpc_images must be >= 0 (or None for every image), got {self.abpc_images}")
+        if self.abpc_steps < 2:
+            raise ValueError(f"abpc_steps must be >= 2, got {self.abpc_steps}")
 
 
 @dataclass
@@ -79,44 +109,32 @@ class LocalizationScorer:
 
     Args:
         model: the timm ViT to explain (the explainers leave it as they found it).
-        methods: explainers to run side by side, keys of `pipeline.explain.METHODS`.
+        options: what to measure (methods, threshold, masks, pointing tolerance, ABPC).
         multi_label: one case per (image, present class) instead of one per image.
-        threshold: heatmap threshold of the box protocol.
-        use_masks: score against the batches' ground-truth masks instead of boxes.
-        pointing_tolerance: pixels of slack for the pointing game.
-        abpc_images: images per `reset()` also scored for faithfulness (ABPC, single-label only); None: every image.
-        abpc_steps: perturbation steps of ABPC.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        methods: Sequence[str] = ("agcam",),
-        multi_label: bool = False,
-        threshold: float = 0.5,
-        use_masks: bool = False,
-        pointing_tolerance: int = 0,
-        abpc_images: int | None = 0,
-        abpc_steps: int = 11,
-    ) -> None:
-        check_scoring_options(methods, threshold, pointing_tolerance, abpc_images, abpc_steps)
-        if abpc_images != 0 and multi_label:
+    def __init__(self, model: nn.Module, options: ScoringOptions | None = None, *, multi_label: bool = False) -> None:
+        options = options or ScoringOptions()
+        if options.abpc_images != 0 and multi_label:
             raise ValueError(
                 "ABPC scores a softmax class probability: it does not apply to multi-label data (set abpc_images to 0)"
             )
         self.model = model
-        self.methods = list(methods)
+        self.options = options
+        self.methods = list(options.methods)
         self.multi_label = multi_label
-        self.use_masks = use_masks
-        self.abpc_images = abpc_images
+        self.use_masks = options.use_masks
+        self.abpc_images = options.abpc_images
         self.explainers: dict[str, Explainer] = {method: build_explainer(method, model) for method in self.methods}
         self.localization = {
             method: LocalizationMetrics(
-                threshold=threshold, pointing_tolerance=pointing_tolerance, num_classes=model.num_classes
+                threshold=options.threshold,
+                pointing_tolerance=options.pointing_tolerance,
+                num_classes=model.num_classes,
             )
             for method in self.methods
         }
-        self.faithfulness = {method: ABPC(steps=abpc_steps) for method in self.methods}
+        self.faithfulness = {method: ABPC(steps=options.abpc_steps) for method in self.methods}
         self.unboxed = SumMetric()
         self.reset()
 
@@ -200,22 +218,3 @@ def class_rows(measured: dict[str, torch.Tensor], class_names: Sequence[str]) ->
         }
         for index in cases.nonzero()[:, 0].tolist()
     }
-
-
-def check_scoring_options(
-    methods: Sequence[str], threshold: float, pointing_tolerance: int, abpc_images: int | None, abpc_steps: int
-) -> None:
-    """Clear errors, naming the option, for settings the scorer cannot honour."""
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"Unknown explanation method(s) {unknown}; choose from {sorted(METHODS)}")
-    if not methods:
-        raise ValueError(f"give at least one explanation method, from {sorted(METHODS)}")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie in (0, 1) (heatmaps are normalized to [0, 1]), got {threshold}")
-    if pointing_tolerance < 0:
-        raise ValueError(f"pointing_tolerance must be >= 0 pixels, got {pointing_tolerance}")
-    if abpc_images is not None and abpc_images < 0:
-        raise ValueError(f"abpc_images must be >= 0 (or None for every image), got {abpc_images}")
-    if abpc_steps < 2:
-        raise ValueError(f"abpc_steps must be >= 2, got {abpc_steps}")

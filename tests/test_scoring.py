@@ -8,7 +8,7 @@ from pipeline.commands.evaluate import evaluate
 from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedCard, ExplainedModel
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
-from pipeline.scoring import LocalizationScorer
+from pipeline.scoring import LocalizationScorer, ScoringOptions
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 METHODS = ["agcam", "rollout"]
@@ -31,9 +31,10 @@ def test_callback_and_evaluate_agree_masks_and_abpc_included(use_masks):
     )
     data = DatasetSplits(source, batch_size=16, num_workers=0)
     data.prepare("validate", model.input_config)
-    results = evaluate(
-        model, data.loader("val"), METHODS, 0.4, abpc_images=40, abpc_steps=5, use_masks=use_masks, pointing_tolerance=3
+    options = ScoringOptions(
+        methods=METHODS, threshold=0.4, abpc_images=40, abpc_steps=5, use_masks=use_masks, pointing_tolerance=3
     )
+    results = evaluate(model, data.loader("val"), options)
     for method in METHODS:
         row = results["methods"][method]
         assert row["cases"] + row["skipped"] == 40 and row["abpc_images"] == 40
@@ -46,7 +47,7 @@ def test_callback_and_evaluate_agree_masks_and_abpc_included(use_masks):
 def test_the_scorer_spends_its_abpc_budget_once_per_reset():
     torch.manual_seed(0)
     module = ViTClassifier("vit_tiny_patch16_224", 4, model_kwargs=TINY_VIT)
-    scorer = LocalizationScorer(module.model, ["agcam"], abpc_images=5, abpc_steps=3)
+    scorer = LocalizationScorer(module.model, ScoringOptions(abpc_images=5, abpc_steps=3))
     batch = {
         "target": torch.tensor([0, 1, 2, 3]),
         "boxes": [torch.tensor([[0, 0, 9, 9]])] * 4,
@@ -61,11 +62,24 @@ def test_the_scorer_spends_its_abpc_budget_once_per_reset():
     assert scorer.compute()["agcam"]["abpc/count"] == 4
 
 
-def test_scoring_options_are_checked_by_name():
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (dict(methods=["gradcam"]), r"methods: Unknown explanation method\(s\) \['gradcam'\]"),
+        (dict(methods=[]), "methods: No explanation method"),
+        (dict(threshold=0.0), r"threshold must lie in \(0, 1\)"),
+        (dict(threshold=1), r"threshold must lie in \(0, 1\)"),
+        (dict(pointing_tolerance=-1), "pointing_tolerance must be a whole number of pixels >= 0"),
+        (dict(abpc_images=-1), "abpc_images must be >= 0"),
+        (dict(abpc_steps=1), "abpc_steps must be >= 2"),
+    ],
+)
+def test_scoring_options_are_checked_once_by_name(options, named):
+    with pytest.raises(ValueError, match=named):
+        ScoringOptions(**options)
+
+
+def test_the_scorer_refuses_abpc_on_multi_label_data():
     model = ViTClassifier("vit_tiny_patch16_224", 4, model_kwargs=TINY_VIT).model
-    with pytest.raises(ValueError, match="Unknown explanation method"):
-        LocalizationScorer(model, ["gradcam"])
-    with pytest.raises(ValueError, match=r"threshold must lie in \(0, 1\)"):
-        LocalizationScorer(model, ["agcam"], threshold=0.0)
     with pytest.raises(ValueError, match="ABPC .* multi-label"):
-        LocalizationScorer(model, ["agcam"], multi_label=True, abpc_images=None)
+        LocalizationScorer(model, ScoringOptions(abpc_images=None), multi_label=True)

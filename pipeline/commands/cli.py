@@ -1,6 +1,7 @@
 """The parser and dispatch of `agcam export | explain | evaluate`.
 
-Each command checks every argument before it writes anything, and returns an exit code; a bad model file, data
+Each command checks every argument before it writes anything (each option in the object that owns it:
+`ExplainRequest`, `ScoringOptions`, the card), and returns an exit code; a bad model file, data
 config or argument ends it with one clear line on stderr (exit code 2), not a traceback. No command overwrites a
 file it did not create: existing outputs are refused unless --overwrite is given, and inputs are never replaced.
 """
@@ -8,6 +9,7 @@ file it did not create: existing outputs are refused unless --overwrite is given
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -37,31 +39,9 @@ from pipeline.explained import (
     export_checkpoint,
     load_explained,
 )
+from pipeline.scoring import ScoringOptions
 
 COMMANDS = ("export", "explain", "evaluate")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (the option is named in argparse's error)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """argparse type: a heatmap threshold, strictly between 0 and 1."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (heatmaps are normalized to [0, 1]), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="output folder (not inside an input folder)")
     explain.add_argument("--method", default="agcam", choices=sorted(METHODS))
     explain.add_argument("--target", help="explain this class (name or index) instead of the predicted one")
-    explain.add_argument("--topk", type=positive_int, default=1, help="explain the K most probable classes")
-    explain.add_argument("--threshold", type=unit_interval, help="heatmap threshold of the boxes (default: the card's)")
-    explain.add_argument("--batch_size", type=positive_int, default=16)
+    explain.add_argument("--topk", type=int, default=1, help="explain the K most probable classes")
+    explain.add_argument("--threshold", type=float, help="heatmap threshold of the boxes (default: the card's)")
+    explain.add_argument("--batch_size", type=int, default=16)
     explain.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     explain.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
 
@@ -96,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", default="val", choices=sorted(EVAL_STAGES))
     evaluate.add_argument("--methods", nargs="+", default=list(PAPER_METHODS), choices=sorted(METHODS))
-    evaluate.add_argument("--threshold", type=unit_interval, help="heatmap threshold (default: the card's, else 0.5)")
+    evaluate.add_argument("--threshold", type=float, help="heatmap threshold (default: the card's, else 0.5)")
     evaluate.add_argument("--abpc", action="store_true", help="also measure ABPC (faithfulness)")
-    evaluate.add_argument("--abpc_images", type=non_negative_int, help="with --abpc: at most this many images")
+    evaluate.add_argument("--abpc_images", type=int, help="with --abpc: at most this many images")
     evaluate.add_argument("--use_masks", action="store_true", help="score against ground-truth masks, not boxes")
-    evaluate.add_argument("--pointing_tolerance", type=non_negative_int, default=0, help="pointing game slack (px)")
+    evaluate.add_argument("--pointing_tolerance", type=int, default=0, help="pointing game slack (px)")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.csv and evaluation.json")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     evaluate.add_argument("--overwrite", action="store_true", help="replace evaluation.csv/json of an earlier run")
@@ -135,8 +115,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    if args.target is not None and args.topk != 1:
-        raise ValueError("give either --target or --topk, not both")
     model = load_model(args.model, args.device)
     request = ExplainRequest(
         method=args.method,
@@ -159,15 +137,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     refuse_existing([Path(args.out) / name for name in EVALUATION_FILES], args.overwrite)
     if args.abpc_images is not None and not args.abpc:
         raise ValueError("--abpc_images needs --abpc")
+    options = ScoringOptions(
+        methods=args.methods,
+        threshold=0.5 if args.threshold is None else args.threshold,
+        use_masks=args.use_masks,
+        pointing_tolerance=args.pointing_tolerance,
+        abpc_images=args.abpc_images if args.abpc else 0,  # None: every image
+    )  # checked before the data and the model are read
     data = data_splits_from(args.data)
     model = evaluated_model(args, data)
-    threshold = model.threshold if args.threshold is None else args.threshold
-    abpc_images = args.abpc_images if args.abpc else 0  # None: every image
+    if args.threshold is None:
+        options = dataclasses.replace(options, threshold=model.threshold)
+    threshold = options.threshold
     loader = split_loader(data, args.split, model)
-    results = evaluate(
-        model, loader, args.methods, threshold, abpc_images, use_masks=args.use_masks,
-        pointing_tolerance=args.pointing_tolerance,
-    )  # fmt: skip
+    results = evaluate(model, loader, options)
     dataset = f"{type(data.source).__name__}/{args.split}"
     print(f"Localization on {dataset}, threshold {threshold} (Used: correctly classified cases; Skipped: the others)")
     print(format_table(results["methods"]))

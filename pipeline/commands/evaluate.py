@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
 from pipeline.metrics import REPORTED_SCORES
-from pipeline.scoring import LocalizationScorer, class_rows
+from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
 
 PAPER_METHODS = ("agcam", "rollout", "lrp")
 EVAL_STAGES = {"val": "validate", "test": "test"}  # split -> the stage that builds it
@@ -89,34 +89,23 @@ def split_loader(data: DatasetSplits, split: str, model: ExplainedModel) -> Data
 def evaluate(
     model: ExplainedModel,
     loader: DataLoader,
-    methods: Sequence[str] = PAPER_METHODS,
-    threshold: float = 0.5,
-    abpc_images: int | None = 0,
-    abpc_steps: int = 11,
-    use_masks: bool = False,
-    pointing_tolerance: int = 0,
+    options: ScoringOptions | None = None,
 ) -> dict[str, Any]:
     """Localization (and ABPC) of each method over every batch of `loader`.
 
     Args:
         model: the model to explain.
         loader: batches from `collate_samples` (image, target, boxes, box_labels, skipped; mask in mask mode).
-        methods: explainers, keys of pipeline.explain.METHODS.
-        threshold: heatmap threshold of the box protocol.
-        abpc_images: images scored for ABPC (single-label only); None: every image, 0: none.
-        abpc_steps: perturbation steps of ABPC.
-        use_masks: score against the ground-truth masks instead of the boxes.
-        pointing_tolerance: pixels of slack for the pointing game.
+        options: what to measure (default: the paper's methods, threshold 0.5, no ABPC).
 
     Returns:
         {"methods": {method: scores}, "per_class": {method: {class: scores}}, "unreadable": n, "unboxed": n};
         scores hold the localization means (REPORTED_SCORES), cases (used) and skipped (misclassified), plus abpc
         and abpc_images with ABPC on; a mean is None when no case was used. Per class: classes with used cases.
     """
+    options = options or ScoringOptions(methods=PAPER_METHODS)
     device = model.device
-    scorer = LocalizationScorer(
-        model.model, methods, model.multi_label, threshold, use_masks, pointing_tolerance, abpc_images, abpc_steps
-    ).to(device)
+    scorer = LocalizationScorer(model.model, options, multi_label=model.multi_label).to(device)
     unreadable = 0
     for batch in tqdm(loader, desc="evaluate", unit="batch"):
         unreadable += batch.pop("skipped")
@@ -128,7 +117,7 @@ def evaluate(
         values = {name: value.item() for name, value in measured.items() if value.ndim == 0}
         row = {name: values.get(name) for name in REPORTED_SCORES}
         row.update(cases=int(values["cases"]), skipped=int(values["skipped"]))
-        if abpc_images != 0:
+        if options.abpc_images != 0:
             row.update(abpc=values.get("abpc/abpc"), abpc_images=int(values["abpc/count"]))
         scores[method] = row
         per_class[method] = class_rows(measured, model.class_names)

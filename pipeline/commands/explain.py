@@ -25,9 +25,9 @@ from pipeline.data.bad_samples import BadSampleError
 from pipeline.data.file_source import RawSampleDataset, SampleRecord
 from pipeline.data.folder import UNLABELLED, folder_records
 from pipeline.data.transforms import SampleTransform
-from pipeline.explain import METHODS
+from pipeline.explain import check_methods
 from pipeline.explained import ExplainedModel
-from pipeline.metrics import heatmap_boxes, normalize_heatmaps
+from pipeline.metrics import check_threshold, heatmap_boxes, normalize_heatmaps
 from pipeline.render import render_overlay, save_png
 
 ROWS_FILE = "explanations.jsonl"
@@ -45,14 +45,13 @@ class ExplainRequest:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(METHODS)}")
-        if self.topk < 1 or self.batch_size < 1:
-            raise ValueError(f"topk and batch_size must be >= 1, got topk={self.topk}, batch_size={self.batch_size}")
+        check_methods([self.method], name="method")
+        for name in ("topk", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.target is not None and self.topk != 1:
             raise ValueError("give either a target class or topk, not both")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        check_threshold(self.threshold)
 
 
 @dataclass

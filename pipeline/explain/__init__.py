@@ -11,6 +11,8 @@ attention-pool probe). `pipeline/explain/_family.py` is the seam to timm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from pipeline.explain._family import UnsupportedModelError
@@ -29,10 +31,19 @@ METHODS: dict[str, type[Explainer]] = {
 }
 
 
+def check_methods(methods: Sequence[str], name: str = "methods") -> list[str]:
+    """`methods` as a list: the one check of explanation method names, with `name` (the option) in its error."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        problem = f"Unknown explanation method(s) {unknown}" if unknown else "No explanation method"
+        raise ValueError(f"{name}: {problem}; choose from {sorted(METHODS)}")
+    return methods
+
+
 def build_explainer(method: str, model: nn.Module) -> Explainer:
     """The explainer registered under `method` (one of METHODS) for `model`."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown explanation method {method!r}; choose from {sorted(METHODS)}")
+    check_methods([method], name="method")
     return METHODS[method](model)
 
 
@@ -45,5 +56,6 @@ __all__ = [
     "TransformerAttribution",
     "UnsupportedModelError",
     "build_explainer",
+    "check_methods",
     "check_explainable",
 ]

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 import pipeline
-from pipeline.explain import METHODS
+from pipeline.explain import check_methods
 from pipeline.inputs import InputConfig
+from pipeline.metrics import check_threshold
 
 FORMAT_NAME = "agcam-explained-checkpoint"
 FORMAT_VERSION = 1
@@ -92,13 +93,8 @@ class ExplainedCard:
             )
         if not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a JSON object, got {type(self.model_kwargs).__name__}")
-        self.methods = list(self.methods)
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if not self.methods or unknown:
-            raise ValueError(f"explainer.methods must be some of {sorted(METHODS)}, got {self.methods}")
-        if not isinstance(self.threshold, (int, float)) or not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"explainer.threshold must lie in (0, 1), got {self.threshold!r}")
-        self.threshold = float(self.threshold)
+        self.methods = check_methods(self.methods, name="explainer.methods")
+        self.threshold = check_threshold(self.threshold, name="explainer.threshold")
         self.multi_label = bool(self.multi_label)
 
     def check_model(self, model: nn.Module) -> None:

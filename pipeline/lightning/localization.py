@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pipeline.explained import EXPLAINER_KEY
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import wandb_logger
-from pipeline.scoring import LocalizationScorer, check_scoring_options, class_rows
+from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
 
 
 class LocalizationCallback(pl.Callback):
@@ -41,6 +41,7 @@ class LocalizationCallback(pl.Callback):
 
     def __init__(
         self,
+        *,
         methods: list[str] | None = None,
         threshold: float = 0.5,
         max_batches: int | None = None,
@@ -51,32 +52,29 @@ class LocalizationCallback(pl.Callback):
         use_masks: bool = False,
         pointing_tolerance: int = 0,
     ) -> None:
-        self.methods = list(methods or ["agcam"])
-        check_scoring_options(self.methods, threshold, pointing_tolerance, abpc_images, abpc_steps)
+        self.options = ScoringOptions(
+            methods=methods or ("agcam",),
+            threshold=threshold,
+            use_masks=use_masks,
+            pointing_tolerance=pointing_tolerance,
+            abpc_images=abpc_images,
+            abpc_steps=abpc_steps,
+        )  # checked here, when the config is read, not when fit starts
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.threshold = threshold
+        self.methods = list(self.options.methods)
+        self.threshold = self.options.threshold
+        self.use_masks = use_masks
         self.max_batches = max_batches
         self.every_n_epochs = every_n_epochs
-        self.abpc_images = abpc_images
-        self.abpc_steps = abpc_steps
-        self.use_masks = use_masks
-        self.pointing_tolerance = pointing_tolerance
-        self.panel = HeatmapPanel(panel_size, threshold)
+        self.panel = HeatmapPanel(panel_size, self.threshold)
         self.active = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
-        self.scorer = LocalizationScorer(
-            pl_module.model,
-            self.methods,
-            multi_label,
-            self.threshold,
-            self.use_masks,
-            self.pointing_tolerance,
-            self.abpc_images,
-            self.abpc_steps,
-        ).to(pl_module.device)  # metrics held by a callback are not moved by Lightning
+        self.scorer = LocalizationScorer(pl_module.model, self.options, multi_label=multi_label).to(
+            pl_module.device
+        )  # metrics held by a callback are not moved by Lightning
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[EXPLAINER_KEY] = {"methods": list(self.methods), "threshold": self.threshold}

@@ -45,6 +45,7 @@ class ViTClassifier(pl.LightningModule):
         self,
         model_name: str = "vit_tiny_patch16_224",
         num_classes: int = 1000,
+        *,
         multi_label: bool = False,
         class_names: list[str] | None = None,
         pretrained: bool = False,

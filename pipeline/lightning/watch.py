@@ -11,12 +11,11 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 def shortcut_verdict(
-    history: Sequence[tuple[float, float]],
-    min_drop: float = 0.1,
-    low: float = 0.3,
-    high_accuracy: float = 0.9,
+    history: Sequence[tuple[float, float]], *, min_drop: float, low: float, high_accuracy: float
 ) -> str | None:
     """A plain rule over (accuracy, localization) per validation epoch; the reason in words, or None.
+
+    The thresholds have one default, `LocalizationWatch`'s.
 
     Suspected when accuracy ends at least `high_accuracy` while localization ends below `low` ("stays low"), or when
     localization fell by at least `min_drop` from its best epoch while accuracy did not fall ("falls").
@@ -54,6 +53,7 @@ class LocalizationWatch(pl.Callback):
 
     def __init__(
         self,
+        *,
         localization: str = "val/loc/agcam/pointing_game",
         accuracy: str = "val/acc",
         min_drop: float = 0.1,
@@ -74,7 +74,9 @@ class LocalizationWatch(pl.Callback):
         if not all(math.isfinite(value) for value in pair):
             return
         self.history.append(pair)
-        self.verdict = shortcut_verdict(self.history, self.min_drop, self.low, self.high_accuracy)
+        self.verdict = shortcut_verdict(
+            self.history, min_drop=self.min_drop, low=self.low, high_accuracy=self.high_accuracy
+        )
         if trainer.logger is not None:
             trainer.logger.log_metrics({"val/shortcut_suspected": float(self.verdict is not None)}, trainer.global_step)
 

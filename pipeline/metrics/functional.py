@@ -17,6 +17,20 @@ from pipeline.modes import eval_mode
 LOCALIZATION_SCORES = ("pixel_accuracy", "iou", "dice", "precision", "recall")
 
 
+def check_threshold(threshold: float, name: str = "threshold") -> float:
+    """The one check of a heatmap threshold, strictly inside (0, 1); `name` is the option in the error."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1) (heatmaps are normalized to [0, 1]), got {threshold!r}")
+    return float(threshold)
+
+
+def check_tolerance(tolerance: int, name: str = "tolerance") -> int:
+    """The one check of a pointing-game tolerance: whole pixels, >= 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
+        raise ValueError(f"{name} must be a whole number of pixels >= 0, got {tolerance!r}")
+    return tolerance
+
+
 def normalize_heatmaps(maps: Tensor, image_size: tuple[int, int]) -> Tensor:
     """Turn raw maps into heatmaps: bilinear upsampling to the input size, then per-image min-max to [0, 1].
 
@@ -327,7 +341,7 @@ def removal_ranks(heatmaps: Tensor) -> Tensor:
 
 
 def abpc(
-    model: nn.Module, images: Tensor, heatmaps: Tensor, target: Tensor, steps: int = 11, batch_size: int = 64
+    model: nn.Module, images: Tensor, heatmaps: Tensor, target: Tensor, *, steps: int = 11, batch_size: int = 64
 ) -> dict[str, Tensor]:
     """Area between perturbation curves: how much faster the target probability drops removing hot pixels first.
 
@@ -397,8 +411,7 @@ def _mass_share(relevance: Tensor, target_masks: Tensor) -> Tensor:
 
 def _peak_hits(heatmaps: Tensor, target_masks: Tensor, tolerance: int) -> Tensor:
     """Whether each heatmap's first maximum lies within ``tolerance`` pixels of a target pixel."""
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    check_tolerance(tolerance)
     _, height, width = heatmaps.shape
     flat = heatmaps.flatten(1)  # (B, H * W)
     peak = flat.argmax(dim=1)  # first maximum in row-major order

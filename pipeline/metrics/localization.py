@@ -9,6 +9,8 @@ from torchmetrics import Metric
 from pipeline.metrics.functional import (
     LOCALIZATION_SCORES,
     box_localization,
+    check_threshold,
+    check_tolerance,
     mask_localization,
     mask_pointing_game,
     mass_in_box,
@@ -73,8 +75,8 @@ class LocalizationMetrics(Metric):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
         self.image_size = tuple(image_size)
-        self.threshold = threshold
-        self.pointing_tolerance = pointing_tolerance
+        self.threshold = check_threshold(threshold)
+        self.pointing_tolerance = check_tolerance(pointing_tolerance, "pointing_tolerance")
         self.num_classes = num_classes
         self.add_state("score_sums", torch.zeros(len(REPORTED_SCORES), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("cases", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")

@@ -46,11 +46,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     "options, named",
     [
-        (["--topk", "0"], "argument --topk: must be >= 1, got 0"),
-        (["--topk", "-2"], "argument --topk: must be >= 1, got -2"),
-        (["--batch_size", "0"], "argument --batch_size: must be >= 1, got 0"),
-        (["--threshold", "1.5"], "argument --threshold: must lie in (0, 1)"),
-        (["--target", "star", "--topk", "2"], "give either --target or --topk"),
+        (["--topk", "0"], "topk must be >= 1, got 0"),
+        (["--topk", "-2"], "topk must be >= 1, got -2"),
+        (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+        (["--threshold", "1.5"], "threshold must lie in (0, 1)"),
+        (["--method", "gradcam"], "argument --method: invalid choice: 'gradcam'"),
+        (["--target", "star", "--topk", "2"], "give either a target class or topk, not both"),
         (["--target", "hexagon"], "unknown class 'hexagon'"),
         (["--device", "gpu0"], "--device 'gpu0' is not a device"),
     ],
@@ -108,6 +109,20 @@ def test_evaluate_names_a_broken_data_config(model_file, tmp_path, capsys, text,
     err = run_failing(["evaluate", "--model", str(model_file), "--data", str(config), "--out", str(out)], capsys)
     assert "bad.yaml" in err and named in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--threshold", "0"], "threshold must lie in (0, 1)"),
+        (["--pointing_tolerance", "-1"], "pointing_tolerance must be a whole number of pixels >= 0"),
+        (["--abpc", "--abpc_images", "-3"], "abpc_images must be >= 0"),
+    ],
+)
+def test_evaluate_refuses_bad_scoring_options_before_reading_anything(tmp_path, capsys, options, named):
+    missing = tmp_path / "no-such-data.yaml"  # never read: the options are refused first
+    argv = ["evaluate", "--model", str(tmp_path / "none.agcam"), "--data", str(missing), "--out", str(tmp_path / "e")]
+    assert named in run_failing([*argv, *options], capsys)
 
 
 def test_evaluate_refuses_to_replace_an_earlier_evaluation_unless_asked(model_file, tmp_path, capsys):
