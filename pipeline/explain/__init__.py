@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pipeline.explain._family import UnsupportedModelError
+from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._registry import check_explainable
 from pipeline.explain.agcam import AGCAM
 from pipeline.explain.base import Explainer

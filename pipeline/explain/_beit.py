@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from timm.models.beit import Attention, Beit, Block
 
-from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
+from pipeline.explain._errors import UnsupportedModelError
+from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._sharded import plain_type
 
 
 class BeitFamily(Family):
@@ -17,9 +19,9 @@ class BeitFamily(Family):
 
     def check(self) -> None:
         for index, block in enumerate(self.blocks):
-            if type(block) is not Block or type(block.attn) is not Attention:
+            if plain_type(block) is not Block or type(block.attn) is not Attention:
                 raise UnsupportedModelError(
-                    f"Block {index} is {type(block).__name__} with {type(block.attn).__name__}; the explainers "
+                    f"Block {index} is {plain_type(block).__name__} with {type(block.attn).__name__}; the explainers "
                     "support Beit's own Block and Attention."
                 )
 

@@ -6,7 +6,9 @@ import torch
 from timm.layers import AttentionRope, apply_rot_embed_cat
 from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
 
-from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
+from pipeline.explain._errors import UnsupportedModelError
+from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._sharded import plain_type
 
 
 class EvaFamily(Family):
@@ -17,9 +19,12 @@ class EvaFamily(Family):
 
     def check(self) -> None:
         for index, block in enumerate(self.blocks):
-            if type(block) not in (EvaBlock, EvaBlockPostNorm) or type(block.attn) not in (EvaAttention, AttentionRope):
+            if plain_type(block) not in (EvaBlock, EvaBlockPostNorm) or type(block.attn) not in (
+                EvaAttention,
+                AttentionRope,
+            ):
                 raise UnsupportedModelError(
-                    f"Block {index} is {type(block).__name__} with {type(block.attn).__name__}; the explainers "
+                    f"Block {index} is {plain_type(block).__name__} with {type(block.attn).__name__}; the explainers "
                     "support Eva's EvaBlock / EvaBlockPostNorm with EvaAttention or AttentionRope."
                 )
 

@@ -24,15 +24,14 @@ import torch.nn.functional as F
 from timm.layers import AttentionPoolLatent
 from torch import nn
 
+from pipeline.explain._errors import UnsupportedModelError
+from pipeline.explain._sharded import ParameterGather
+
 AttendFn = Callable[[torch.Tensor], torch.Tensor]  # attention input (B, N, D) -> attention module output (B, N, D)
 BlockAttendFn = Callable[[int, torch.Tensor], torch.Tensor]  # (block index, attention input) -> attention output
 ProbeAttendFn = Callable[["Heads"], torch.Tensor]  # the probe's heads -> its context (B, H, 1, d)
 
 POOLED_READOUTS = ("avg", "max", "avgmax", "map")
-
-
-class UnsupportedModelError(ValueError):
-    """A model (architecture, block, option or wrapper) an explainer cannot explain; the message says why."""
 
 
 @dataclass
@@ -112,6 +111,7 @@ class Family(ABC):
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.gather = ParameterGather(model, self.blocks)  # FSDP2: whole parameters one block at a time
         self.check()
         self.check_readout()
 
@@ -136,9 +136,14 @@ class Family(ABC):
     # ---- shared ---------------------------------------------------------------------------------------------
 
     def run_blocks(self, tokens: torch.Tensor, attend: BlockAttendFn) -> torch.Tensor:
-        """Every block in turn on `tokens` (B, N, D), with `attend(index, attn_input)` as block `index`'s attention."""
+        """Every block in turn on `tokens` (B, N, D), with `attend(index, attn_input)` as block `index`'s attention.
+
+        Under FSDP2 each block's parameters are whole only for its own step (see `_sharded.py`); the root's after.
+        """
         for index in range(len(self.blocks)):
+            self.gather.switch(self.gather.owner(index))
             tokens = self.run_block(index, tokens, partial(attend, index))
+        self.gather.switch(self.gather.root)
         return tokens
 
     @property

@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from pipeline.explain._beit import BeitFamily
+from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._eva import EvaFamily
-from pipeline.explain._family import Family, UnsupportedModelError
+from pipeline.explain._family import Family
+from pipeline.explain._sharded import plain_type, refuse_wrapper, unwrapped
 from pipeline.explain._vit import ViTFamily
 
 FAMILIES: tuple[type[Family], ...] = (ViTFamily, EvaFamily, BeitFamily)
@@ -27,10 +29,16 @@ REFUSED = {
 
 
 def family_of(model: nn.Module) -> Family:
-    """The family that runs `model`; a clear error for anything else."""
-    name = type(model).__name__
+    """The family that runs `model` (inside wrappers that keep its parameters whole); a clear error for anything else.
+
+    Its `model` is the unwrapped model.
+    """
+    model = unwrapped(model)
+    name = plain_type(model).__name__
     if name in REFUSED:
         raise UnsupportedModelError(f"{name} cannot be explained: {REFUSED[name]}")
+    for index, block in enumerate(getattr(model, "blocks", ())):
+        refuse_wrapper(block, f"{name} block {index}")
     for family in FAMILIES:
         if isinstance(model, family.model_type):
             return family(model)

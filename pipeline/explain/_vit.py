@@ -6,7 +6,9 @@ import torch
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from pipeline.explain._family import AttendFn, Family, Heads, UnsupportedModelError, split_qkv
+from pipeline.explain._errors import UnsupportedModelError
+from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
+from pipeline.explain._sharded import plain_type
 
 
 class ViTFamily(Family):
@@ -17,9 +19,9 @@ class ViTFamily(Family):
     def check(self) -> None:
         for index, block in enumerate(self.blocks):
             attn = getattr(block, "attn", None)
-            if type(block) is not Block or type(attn) is not Attention:
+            if plain_type(block) is not Block or type(attn) is not Attention:
                 raise UnsupportedModelError(
-                    f"Block {index} is {type(block).__name__} with {type(attn).__name__}; the explainers "
+                    f"Block {index} is {plain_type(block).__name__} with {type(attn).__name__}; the explainers "
                     "support timm's standard pre-norm Block with its standard Attention in a VisionTransformer."
                 )
 

@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import Heads, check_images, resolve_targets
 from pipeline.explain.base import Explainer, as_patch_grid
 
@@ -66,6 +67,11 @@ class AGCAM(Explainer):
         Costs about three forwards plus a double backward. Never touches `.grad`.
         """
         check_images(self.model, images)
+        if self.family.gather.sharded:
+            raise UnsupportedModelError(
+                "differentiable_maps needs the weights whole for a later backward; the model is sharded with "
+                "fully_shard (FSDP2), which only the maps of a call (explainer(images)) support."
+            )
         if torch.is_inference_mode_enabled():
             raise RuntimeError("differentiable_maps needs autograd: call it outside torch.inference_mode().")
         maps = self._replayed_maps(images, target, create_graph=True)  # (B, K, P)

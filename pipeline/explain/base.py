@@ -32,11 +32,11 @@ class Explainer(ABC):
 
     def __init__(self, model: nn.Module) -> None:
         self.family: Family = family_of(model)
-        self.model = model
+        self.model = self.family.model  # without a wrapper such as torch.compile's
 
     def __call__(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         check_images(self.model, images)
-        with explaining(self.model):
+        with explaining(self.model), self.family.gather.gathering():
             # Lightning validates under inference_mode: such tensors cannot enter an autograd graph.
             images = images.clone() if images.is_inference() else images
             if isinstance(target, torch.Tensor) and target.is_inference():

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from timm.layers import Mlp
 
-from pipeline.explain._family import Family, UnsupportedModelError, resolve_targets
+from pipeline.explain._errors import UnsupportedModelError
+from pipeline.explain._family import Family, resolve_targets
 from pipeline.explain._recorded import gradients_per_target, residual_rollout
 from pipeline.explain._vit import ViTFamily
 from pipeline.explain.base import Explainer, read_rows
@@ -104,6 +105,12 @@ class RecordedForward:
 def check_lrp_rules(family: Family) -> None:
     """LRP needs a rule for every layer: timm's VisionTransformer Block with plain Mlp, class-token or avg readout."""
     model = family.model
+    if family.gather.sharded:
+        raise UnsupportedModelError(
+            f"TransformerAttribution reads every block's weights in its relevance pass and does not gather FSDP "
+            f"shards; {type(model).__name__} is sharded with fully_shard. AG-CAM, rollout and gradient rollout "
+            "explain sharded models."
+        )
     if not isinstance(family, ViTFamily):
         raise UnsupportedModelError(
             f"TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; {type(model).__name__} "
