@@ -74,21 +74,34 @@ def plain_type(module: nn.Module) -> type:
 
 
 class ParameterGather:
-    """Whole parameters for one FSDP2 module at a time: the root's (embedding, readout) or one block's."""
+    """Whole parameters for one FSDP2 module at a time: the root's (embedding, readout) or one block's.
+
+    Whether the model is sharded is looked up on each call: Lightning shards it in `configure_model`, after the
+    callbacks have built their explainers.
+    """
 
     def __init__(self, model: nn.Module, blocks: Sequence[nn.Module]) -> None:
-        self.root = model if isinstance(model, FSDPModule) else None
+        self.model = model
         self.blocks = blocks
-        self.sharded = self.root is not None or any(isinstance(block, FSDPModule) for block in blocks)
         self.current: FSDPModule | None = None  # the module whose parameters are whole now
-        if self.sharded:
-            allowed = {id(model), *(id(block) for block in blocks)}
-            for name, module in model.named_modules():
-                if isinstance(module, FSDPModule) and id(module) not in allowed:
-                    raise UnsupportedModelError(
-                        f"{name} ({plain_type(module).__name__}) is sharded on its own; the explainers gather "
-                        "parameters per block and for the root, so apply fully_shard to the blocks and the root only."
-                    )
+
+    @property
+    def root(self) -> FSDPModule | None:
+        return self.model if isinstance(self.model, FSDPModule) else None
+
+    @property
+    def sharded(self) -> bool:
+        return self.root is not None or any(isinstance(block, FSDPModule) for block in self.blocks)
+
+    def check(self) -> None:
+        """Raise UnsupportedModelError for a module sharded on its own other than a block or the root."""
+        allowed = {id(self.model), *(id(block) for block in self.blocks)}
+        for name, module in self.model.named_modules():
+            if isinstance(module, FSDPModule) and id(module) not in allowed:
+                raise UnsupportedModelError(
+                    f"{name} ({plain_type(module).__name__}) is sharded on its own; the explainers gather "
+                    "parameters per block and for the root, so apply fully_shard to the blocks and the root only."
+                )
 
     def owner(self, index: int | None) -> FSDPModule | None:
         """The FSDP module holding block `index`'s parameters (the root's for None): itself, else the root."""
@@ -111,6 +124,7 @@ class ParameterGather:
         if not self.sharded:
             yield
             return
+        self.check()
 
         def pack(tensor: torch.Tensor) -> tuple[FSDPModule | None, torch.Tensor]:
             return self.current, tensor

@@ -105,12 +105,6 @@ class RecordedForward:
 def check_lrp_rules(family: Family) -> None:
     """LRP needs a rule for every layer: timm's VisionTransformer Block with plain Mlp, class-token or avg readout."""
     model = family.model
-    if family.gather.sharded:
-        raise UnsupportedModelError(
-            f"TransformerAttribution reads every block's weights in its relevance pass and does not gather FSDP "
-            f"shards; {type(model).__name__} is sharded with fully_shard. AG-CAM, rollout and gradient rollout "
-            "explain sharded models."
-        )
     if not isinstance(family, ViTFamily):
         raise UnsupportedModelError(
             f"TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; {type(model).__name__} "
@@ -200,6 +194,12 @@ class TransformerAttribution(Explainer):
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         model = self.model
+        if self.family.gather.sharded:  # checked per call: Lightning shards the model after building callbacks
+            raise UnsupportedModelError(
+                "TransformerAttribution reads every block's weights in its relevance pass and does not gather FSDP "
+                f"shards; {type(model).__name__} is sharded with fully_shard. AG-CAM, rollout and gradient rollout "
+                "explain sharded models."
+            )
         with torch.enable_grad():
             recorded = record_forward(self.family, images)
             targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)

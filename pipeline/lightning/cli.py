@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from pytorch_lightning.cli import LightningCLI
 
 from pipeline.explained import read_lightning_checkpoint
@@ -27,6 +28,9 @@ class AgcamCLI(LightningCLI):
         self.resumed_wandb_id = None
         if ckpt_path and Path(ckpt_path).is_file():  # not Lightning's "last", "best", ...
             self.resumed_wandb_id = read_lightning_checkpoint(ckpt_path).get(WANDB_ID_KEY)
+        elif ckpt_path and (Path(ckpt_path) / "meta.pt").is_file():  # sharded (ModelParallelStrategy): shards + meta
+            meta = torch.load(Path(ckpt_path) / "meta.pt", map_location="cpu", weights_only=True)
+            self.resumed_wandb_id = meta.get(WANDB_ID_KEY) if isinstance(meta, dict) else None
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand != "fit" or self.resumed_wandb_id is None:

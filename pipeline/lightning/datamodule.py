@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from pytorch_lightning.strategies import ModelParallelStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -49,4 +50,16 @@ class ViTDataModule(DatasetSplits, pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 self.datasets[split], num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
+            check_even_split_when_sharded(self.trainer, split, len(self.datasets[split]))
         return self.loader(split, sampler=sampler)
+
+
+def check_even_split_when_sharded(trainer: pl.Trainer, split: str, size: int) -> None:
+    """Under FSDP every forward gathers parameters from all processes, so each must run as many evaluation batches;
+    the unpadded split (each sample once) guarantees that only when the size divides evenly."""
+    if isinstance(trainer.strategy, ModelParallelStrategy) and size % trainer.world_size:
+        raise ValueError(
+            f"The {split} split has {size} samples, not a multiple of the {trainer.world_size} processes: under "
+            "ModelParallelStrategy (FSDP2) every process must run the same number of batches, and each sample is "
+            f"evaluated once; use a {split} size divisible by {trainer.world_size}."
+        )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.explained import export_checkpoint, read_card
@@ -36,9 +38,22 @@ def log_wandb_artifact(run: Any, path: str | Path, aliases: list[str] | None = N
     return run.log_artifact(artifact, aliases=aliases or ["latest"])
 
 
+def consolidate_checkpoint(folder: Path, out: Path) -> Path:
+    """A sharded Lightning checkpoint (ModelParallelStrategy's default: a folder of torch.distributed.checkpoint
+    shards plus meta.pt) as one checkpoint file with the full weights, read by this one process."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(folder, out)
+    checkpoint = torch.load(out, map_location="cpu", weights_only=True)
+    checkpoint.update(torch.load(folder / "meta.pt", map_location="cpu", weights_only=True))
+    torch.save(checkpoint, out)
+    return out
+
+
 class ExportExplained(pl.Callback):
     """At the end of fit: the run's best (or last) checkpoint as an explained checkpoint in the run folder, also
-    logged as a W&B `model` artifact when the run logs to W&B.
+    logged as a W&B `model` artifact when the run logs to W&B. A sharded checkpoint (FSDP2 under
+    ModelParallelStrategy) is gathered into full weights on rank 0 first.
 
     Args:
         checkpoint: "best" (the monitored ModelCheckpoint's best, else the last) or "last" (the newest file any
@@ -59,7 +74,12 @@ class ExportExplained(pl.Callback):
         if not ckpt_path:
             rank_zero_warn("ExportExplained: the run saved no checkpoint (add a ModelCheckpoint); nothing exported")
             return
-        path = export_checkpoint(ckpt_path, run_folder(trainer) / self.filename)
+        out = run_folder(trainer) / self.filename
+        if Path(ckpt_path).is_dir():  # sharded: every process's shard file is in the folder
+            with tempfile.TemporaryDirectory(dir=out.parent) as folder:
+                path = export_checkpoint(consolidate_checkpoint(Path(ckpt_path), Path(folder) / "full.ckpt"), out)
+        else:
+            path = export_checkpoint(ckpt_path, out)
         logger = wandb_logger(trainer)
         if logger is not None:
             log_wandb_artifact(logger.experiment, path, aliases=["latest", self.checkpoint])

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy, MultilabelAveragePrecision
 
@@ -39,6 +40,9 @@ class ViTClassifier(pl.LightningModule):
         guidance_method: the guided explanation: "input_gradients" (Ross et al.; removes the shortcut in
             scripts/shortcut_study.py) or "agcam" (differentiable AG-CAM; the model can route around it).
         guidance_annotations: the allowed region: the label's "boxes" or its object "masks".
+        sharded_param_dtype: under Lightning's ModelParallelStrategy (configs/fsdp.yaml), FSDP2's mixed precision:
+            parameters are gathered for forward and backward in this dtype ("bfloat16" or "float16") while the
+            shards, optimizer and gradient reduction stay float32; None keeps float32 throughout.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class ViTClassifier(pl.LightningModule):
         guidance_weight: float = 0.0,
         guidance_method: Literal["agcam", "input_gradients"] = "input_gradients",
         guidance_annotations: Literal["boxes", "masks"] = "boxes",
+        sharded_param_dtype: Literal["bfloat16", "float16"] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -89,6 +94,25 @@ class ViTClassifier(pl.LightningModule):
                 f"The model has num_classes={self.hparams.num_classes} but the data has {data_classes} classes; "
                 "let the CLI link them (do not set model.num_classes) or make them equal."
             )
+
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy: FSDP2 (`fully_shard`) on every block, then on the root, over the data-parallel
+        mesh, so a process holds its shard plus one block's whole parameters at a time (the explainers gather the
+        same way). Other strategies give no device mesh: nothing to do."""
+        mesh = self.device_mesh
+        if mesh is None or isinstance(self.model, FSDPModule):  # validate/test after fit configure it again
+            return
+        if mesh["tensor_parallel"].size() != 1:
+            raise ValueError(
+                f"ModelParallelStrategy with tensor_parallel_size={mesh['tensor_parallel'].size()}: this module "
+                "shards data-parallel only; set tensor_parallel_size: 1 and data_parallel_size to the process count"
+            )
+        dtype = self.hparams.get("sharded_param_dtype")
+        policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) if dtype else None
+        options = dict(mesh=mesh["data_parallel"], mp_policy=policy or MixedPrecisionPolicy())
+        for block in self.model.blocks:
+            fully_shard(block, **options)
+        fully_shard(self.model, **options)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

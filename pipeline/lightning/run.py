@@ -25,8 +25,8 @@ def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
     callbacks = trainer.checkpoint_callbacks
     best = next((cb.best_model_path for cb in callbacks if cb.monitor and cb.best_model_path), None)
     written = [
-        path for cb in callbacks for path in (cb.best_model_path, cb.last_model_path) if path and Path(path).is_file()
-    ]
+        path for cb in callbacks for path in (cb.best_model_path, cb.last_model_path) if path and Path(path).exists()
+    ]  # a file, or a folder of shards (ModelParallelStrategy)
     last = max(written, key=lambda path: Path(path).stat().st_mtime_ns) if written else None
     return best, last
 

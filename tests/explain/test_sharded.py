@@ -82,7 +82,7 @@ def explain_sharded_and_whole(rank: int, port: int) -> None:
             assert whole_parameter_count(sharded) == 0  # everything released after each call
             assert all(param.grad is None for param in sharded.parameters())
         with pytest.raises(UnsupportedModelError, match="sharded with fully_shard"):
-            TransformerAttribution(sharded)
+            TransformerAttribution(sharded)(images)
         with pytest.raises(UnsupportedModelError, match="differentiable_maps"):
             AGCAM(sharded).differentiable_maps(images)
         fsdp1 = FullyShardedDataParallel(build("token"), device_id=torch.device("cpu"))
