@@ -23,6 +23,7 @@ from timm.layers import Mlp
 from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import Family, resolve_targets
 from pipeline.explain._recorded import gradients_per_target, residual_rollout
+from pipeline.explain._sharded import plain_type
 from pipeline.explain._vit import ViTFamily
 from pipeline.explain.base import Explainer, read_rows
 
@@ -106,10 +107,11 @@ def check_lrp_rules(family: Family) -> None:
     """LRP needs a rule for every layer: timm's VisionTransformer Block with plain Mlp, class-token or avg readout."""
     model = family.model
     if not isinstance(family, ViTFamily):
+        block = family.blocks[0]
         raise UnsupportedModelError(
-            f"TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; {type(model).__name__} "
-            f"blocks ({type(family.blocks[0]).__name__} with {type(family.blocks[0].attn).__name__}) have "
-            f"{family.block_differences}, for which there is no LRP rule here."
+            "TransformerAttribution's LRP rules are written for timm VisionTransformer blocks; "
+            f"{plain_type(model).__name__} blocks ({plain_type(block).__name__} with {type(block.attn).__name__}) "
+            f"have {family.block_differences}, for which there is no LRP rule here."
         )
     for index, block in enumerate(family.blocks):
         if type(block.mlp) is not Mlp:
@@ -196,9 +198,9 @@ class TransformerAttribution(Explainer):
         model = self.model
         if self.family.gather.sharded:  # checked per call: Lightning shards the model after building callbacks
             raise UnsupportedModelError(
-                "TransformerAttribution reads every block's weights in its relevance pass and does not gather FSDP "
-                f"shards; {type(model).__name__} is sharded with fully_shard. AG-CAM, rollout and gradient rollout "
-                "explain sharded models."
+                "TransformerAttribution reads every block's weights in its relevance pass and does not gather "
+                f"FSDP shards; {plain_type(model).__name__} is sharded with fully_shard. AG-CAM, rollout and "
+                "gradient rollout explain sharded models."
             )
         with torch.enable_grad():
             recorded = record_forward(self.family, images)

@@ -81,10 +81,14 @@ def explain_sharded_and_whole(rank: int, port: int) -> None:
             assert peak and max(peak) == block_params, (name, max(peak), block_params)
             assert whole_parameter_count(sharded) == 0  # everything released after each call
             assert all(param.grad is None for param in sharded.parameters())
-        with pytest.raises(UnsupportedModelError, match="sharded with fully_shard"):
-            TransformerAttribution(sharded)(images)
+        vit = build("token")
+        for block in vit.blocks:
+            fully_shard(block)
+        fully_shard(vit)
+        with pytest.raises(UnsupportedModelError, match="VisionTransformer is sharded with fully_shard"):
+            TransformerAttribution(vit)(images)
         with pytest.raises(UnsupportedModelError, match="differentiable_maps"):
-            AGCAM(sharded).differentiable_maps(images)
+            AGCAM(vit).differentiable_maps(images)
         fsdp1 = FullyShardedDataParallel(build("token"), device_id=torch.device("cpu"))
         with pytest.raises(
             UnsupportedModelError, match=r"FullyShardedDataParallel \(FSDP1\).*with torch.distributed.fsdp.fully_shard"

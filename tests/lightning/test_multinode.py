@@ -85,9 +85,10 @@ def test_two_nodes_on_localhost_score_each_image_once_with_single_process_metric
     ]
     completed = subprocess.run(single, cwd=REPO, env=environment(), capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    for launcher in launchers:
+    for node, launcher in enumerate(launchers):
         output, _ = launcher.communicate(timeout=SUBPROCESS_TIMEOUT)
         assert launcher.returncode == 0, output[-3000:]
+        assert f"GLOBAL_RANK: {node}, MEMBER: {node + 1}/2" in output  # one process per node, two in all
 
     single_metrics, node_metrics = localization(single_dir), localization(nodes_dir)
     assert single_metrics["val/loc/agcam/cases"] + single_metrics["val/loc/agcam/skipped"] == int(VAL_SIZE)
