@@ -107,6 +107,12 @@ class ViTClassifier(pl.LightningModule):
                 f"ModelParallelStrategy with tensor_parallel_size={mesh['tensor_parallel'].size()}: this module "
                 "shards data-parallel only; set tensor_parallel_size: 1 and data_parallel_size to the process count"
             )
+        if self.guidance.weight:
+            raise ValueError(
+                "guidance_weight must be 0 under ModelParallelStrategy (FSDP2): the guidance loss differentiates "
+                "through parameters FSDP frees after each forward (input gradients' double backward) or needs them "
+                "whole (AG-CAM); train guided with DDP (configs/ddp.yaml)"
+            )
         dtype = self.hparams.get("sharded_param_dtype")
         policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) if dtype else None
         options = dict(mesh=mesh["data_parallel"], mp_policy=policy or MixedPrecisionPolicy())
