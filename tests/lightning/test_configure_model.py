@@ -38,8 +38,8 @@ def test_configure_model_shards_every_block_then_the_root_once(mesh):
     classifier.configure_model()  # validate/test after fit call it again: no second wrapping
     assert isinstance(classifier.model, FSDPModule)
     assert all(isinstance(block, FSDPModule) for block in classifier.model.blocks)
+    assert all(param.dtype == torch.float32 for param in classifier.parameters())  # the shards stay fp32
     assert classifier(torch.randn(2, 3, 32, 32)).dtype == torch.bfloat16  # parameters gathered in bf16
-    assert all(param.dtype == torch.float32 for param in classifier.parameters())  # shards stay fp32
 
 
 def test_configure_model_refuses_guidance_under_fsdp(mesh):
