@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from pipeline.commands.cli import COMMANDS, run_command
+from pipeline.data import BadSampleError, LayoutError
 
 
 def main(args: list[str] | None = None) -> None:
@@ -17,4 +18,8 @@ def main(args: list[str] | None = None) -> None:
         return
     from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
 
-    run_lightning_cli(args, epilog=f"Explained checkpoints: agcam {{{','.join(COMMANDS)}}} --help")
+    try:
+        run_lightning_cli(args, epilog=f"Explained checkpoints: agcam {{{','.join(COMMANDS)}}} --help")
+    except (LayoutError, BadSampleError) as error:  # the user's data: the message says what and where
+        print(f"agcam: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -4,11 +4,12 @@ Every source is exported here, so configs name them all the same way: `class_pat
 """
 
 from pipeline.data.bad_samples import BadSampleError, BadSampleWarning, OnBadSample
+from pipeline.data.class_folders import ClassFolderSource
 from pipeline.data.coco import COCOSource
 from pipeline.data.cub import CUBSource
 from pipeline.data.folder import FolderSource, ImageFolderDataset
 from pipeline.data.imagenet import ImageNetSource
-from pipeline.data.source import SPLITS, ImageSource, RawSample
+from pipeline.data.source import SPLITS, ImageSource, LayoutError, RawSample
 from pipeline.data.splits import DatasetSplits, collate_samples
 from pipeline.data.synthetic import ShapesSource, SyntheticShapes
 from pipeline.data.transforms import Augmentation, SampleTransform
@@ -20,12 +21,14 @@ __all__ = [
     "BadSampleError",
     "BadSampleWarning",
     "COCOSource",
+    "ClassFolderSource",
     "CUBSource",
     "DatasetSplits",
     "FolderSource",
     "ImageFolderDataset",
     "ImageNetSource",
     "ImageSource",
+    "LayoutError",
     "OnBadSample",
     "RawSample",
     "SampleTransform",

@@ -9,8 +9,11 @@ One JSON file per split (`train_json`, `val_json`, `test_json`), each with::
 Category ids (any integers) map to class indices 0, 1, ... in increasing id order; every split's JSON must list
 the same categories. Boxes become (x, y, x + width, y + height). Single-label: an image's label is the category of
 its largest box, and only that category's boxes are kept, so that localization compares the map for the label
-with its own boxes; an image without annotations has no label and is a bad sample. Multi-label: the target is the
-multi-hot of the categories present; an image without annotations is kept with an all-zero target. A JSON file
+with its own boxes. An annotation without a `bbox` key is an image-level label: an image with only
+such labels is kept (single-label: when they name one category) with no box, and counted `unboxed` by the metrics;
+an image without any annotation has no label and is a bad sample. Multi-label: the target is the
+multi-hot of the categories present (with or without a box); an image without annotations is kept with an
+all-zero target. A JSON file
 that does not parse is an error under either `on_bad_sample` (there is nothing left of the split to skip to). Every
 bbox value must be a finite number (Python's json reads `Infinity` and `NaN`), and an image's `width` and `height`,
 when given, positive integers; the image file's header gives the size of an image whose entry states neither.
@@ -28,6 +31,7 @@ from pipeline.data.annotations import annotated_size, annotation_number, usable_
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
 from pipeline.data.decoding import Size, image_size
 from pipeline.data.file_source import FileSource, SampleRecord
+from pipeline.data.source import LayoutError
 
 _COCO_KEYS = ("images", "annotations", "categories")
 _BBOX_FIELDS = ("bbox x", "bbox y", "bbox width", "bbox height")
@@ -36,7 +40,7 @@ _BBOX_FIELDS = ("bbox x", "bbox y", "bbox width", "bbox height")
 def _load_coco_json(path: Path) -> dict:
     """The parsed file, checked for COCO's three top-level lists."""
     if not path.is_file():
-        raise FileNotFoundError(f"COCOSource: annotation file {path} not found")
+        raise LayoutError(f"COCOSource: annotation file {path} not found")
     try:
         data = json.loads(path.read_text())
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
@@ -125,16 +129,17 @@ class COCOSource(FileSource):
         if not isinstance(file_name, str):
             raise BadSampleError(json_path, f"image entry {image!r}: needs an 'id' and a 'file_name'")
         annotations = annotations_by_image.get(image.get("id"), [])
+        boxed = [annotation for annotation in annotations if "bbox" in annotation]
         context = f"image {file_name}"
         image_path = self.root / file_name
         if not image_path.is_file():
             raise BadSampleError(image_path, f"image file not found (listed in {json_path})")
-        size = self._size(image, image_path, json_path, context)
+        size = self._size(image, image_path, json_path, context) if boxed else None
         boxes, box_labels, _ = usable_objects(
             json_path,
-            [annotation.get("category_id") for annotation in annotations],
+            [annotation.get("category_id") for annotation in boxed],
             np.array(
-                [_xyxy(annotation, json_path, f"{context}, object {i}") for i, annotation in enumerate(annotations)],
+                [_xyxy(annotation, json_path, f"{context}, object {i}") for i, annotation in enumerate(boxed)],
                 np.float64,
             ).reshape(-1, 4),
             size,
@@ -142,16 +147,40 @@ class COCOSource(FileSource):
             self.bad_samples,
             context=context,
         )
+        labels_only = self._unboxed_labels([a for a in annotations if "bbox" not in a], json_path, context)
         if self.multi_label:
             target = np.zeros(self.num_classes, np.float32)
             target[box_labels] = 1.0
+            target[labels_only] = 1.0
         else:
-            if not len(boxes):
-                raise BadSampleError(json_path, f"{context}: no annotations, so no label (or set multi_label)")
-            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            target = int(box_labels[np.argmax(areas)])
+            if len(boxes):
+                areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                target = int(box_labels[np.argmax(areas)])
+            elif len(set(labels_only)) == 1:
+                target = labels_only[0]
+            elif not labels_only:
+                raise BadSampleError(
+                    json_path,
+                    f"{context}: no annotations, so no label (an annotation with a category_id and no bbox labels "
+                    "an image without a box; or set multi_label)",
+                )
+            else:
+                raise BadSampleError(
+                    json_path, f"{context}: no box and {len(set(labels_only))} categories, so no single label"
+                )
             boxes, box_labels = boxes[box_labels == target], box_labels[box_labels == target]
         return SampleRecord(str(image_path), file_name, target, boxes, box_labels, size)
+
+    def _unboxed_labels(self, annotations: list[dict], json_path: Path, context: str) -> list[int]:
+        """The class indices of annotations without a bbox: image-level labels (the image is scored `unboxed`)."""
+        labels = []
+        for annotation in annotations:
+            category = annotation.get("category_id")
+            if category not in self._class_index:
+                self.bad_samples.reject(BadSampleError(json_path, f"{context}: category_id {category!r} is unknown"))
+                continue
+            labels.append(self._class_index[category])
+        return labels
 
     @staticmethod
     def _size(image: dict, image_path: Path, json_path: Path, where: str) -> Size:

@@ -25,6 +25,7 @@ from pipeline.data.annotations import annotation_number, usable_objects
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
 from pipeline.data.decoding import image_size
 from pipeline.data.file_source import FileSource, SampleRecord
+from pipeline.data.source import LayoutError
 
 _MASK_THRESHOLD = 128  # segmentation gray level from which a pixel is bird (at least half the annotators)
 _BIRD_MASK = (np.arange(256) >= _MASK_THRESHOLD).astype(np.uint8)  # gray level -> object id 1 (the one box)
@@ -35,7 +36,7 @@ _BOX_FIELDS = ("x", "y", "width", "height")
 def _read_table(path: Path) -> dict[str, list[str]]:
     """First column -> the other columns, for CUB's space-separated text files (checked per image later)."""
     if not path.is_file():
-        raise FileNotFoundError(f"CUBSource: {path} not found; set root to {CUBSource.layout}")
+        raise LayoutError(f"CUBSource: {path} not found; set root to {CUBSource.layout}")
     rows = (line.split() for line in path.read_text().splitlines())
     return {row[0]: row[1:] for row in rows if row}
 

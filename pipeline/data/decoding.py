@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,39 @@ def load_mask(path: str | Path, object_ids: np.ndarray) -> np.ndarray:
     return object_ids[values]
 
 
+def is_image_name(name: str) -> bool:
+    """An image file by its extension (any case); hidden files (".name") are not images."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """The image files (by extension, any case) in `folder`, or under it with `recursive`, sorted by path."""
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(path for path in candidates if path.suffix.lower() in IMAGE_EXTENSIONS)
+    """The image files (by extension, any case, hidden ones left out) in `folder`, or under it with `recursive`,
+    sorted by path.
+
+    The recursive walk follows symlinked folders and files (datasets are often mounted that way) and enters no folder
+    that is one of its own ancestors, so a symlink loop ends. A broken symlink with an image name is listed: reading
+    it then fails with a message naming it, instead of the file vanishing.
+    """
+    found: list[str] = []
+    pending = [(str(folder), frozenset[tuple[int, int]]())]
+    while pending:
+        current, ancestors = pending.pop()
+        status = os.stat(current)
+        here = (status.st_dev, status.st_ino)
+        if here in ancestors:
+            continue  # a symlink back to an enclosing folder: its files are listed already
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if recursive and entry.is_dir():  # follows symlinks
+                    pending.append((entry.path, ancestors | {here}))
+                elif is_image_name(entry.name) and not entry.is_dir():
+                    found.append(entry.path)
+    return [Path(path) for path in sorted(found)]
+
+
+def sub_folders(folder: Path) -> list[str]:
+    """The names of the folders in `folder` (symlinked ones too, hidden ones left out), sorted."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir())

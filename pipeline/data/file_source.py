@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from pipeline.data.annotations import Key
 from pipeline.data.bad_samples import BadSampleError, BadSamplePolicy, OnBadSample, warn_skipped
 from pipeline.data.decoding import Size, load_mask, load_rgb
-from pipeline.data.source import SPLITS, ImageSource, RawSample
+from pipeline.data.source import SPLITS, ImageSource, LayoutError, RawSample
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -114,7 +114,7 @@ class FileSource(ImageSource):
     def __init__(self, root: str | Path, on_bad_sample: OnBadSample = "error"):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise LayoutError(
                 f"{type(self).__name__}: {self.root} is not a folder; set {self.root_argument} to {self.layout}"
             )
         self.bad_samples = BadSamplePolicy(on_bad_sample)

@@ -12,6 +12,7 @@ from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES
 from pipeline.data.bad_samples import OnBadSample
 from pipeline.data.decoding import IMAGE_EXTENSIONS, image_files
 from pipeline.data.file_source import FileSource, RawSampleDataset, SampleRecord
+from pipeline.data.source import LayoutError
 
 UNLABELLED = -1
 
@@ -19,10 +20,10 @@ UNLABELLED = -1
 def folder_records(root: Path) -> list[SampleRecord]:
     """One unlabelled record per image file under `root`, sorted by path."""
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} is not a folder; set root to a folder of images")
+        raise LayoutError(f"image folder {root} is not a folder; set root to a folder of images")
     paths = image_files(root, recursive=True)
     if not paths:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        raise LayoutError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     return [SampleRecord(str(path), str(path), UNLABELLED, NO_BOXES, NO_BOX_LABELS) for path in paths]
 
 

@@ -16,6 +16,14 @@ from typing_extensions import NotRequired, TypedDict
 SPLITS = ("train", "val", "test")
 
 
+class LayoutError(FileNotFoundError):
+    """Data that is not laid out as its source expects: the message names the path and what was expected there.
+
+    Sources check their layout when they are built, before any run folder or W&B run exists; the CLI prints the
+    message as one line and exits with status 2.
+    """
+
+
 class RawSample(TypedDict):
     """One decoded image and its annotations, before any transform.
 

@@ -125,6 +125,12 @@ class DatasetSplits:
     def multi_label(self) -> bool:
         return self.source.multi_label
 
+    def index(self, stage: str | None) -> None:
+        """Index the splits `stage` needs without decoding anything, so that a layout problem or a bad annotation
+        is reported before a run starts (the CLI calls it before the trainer creates run folders or a W&B run)."""
+        for split in (self.predict_split,) if stage == "predict" else STAGE_SPLITS.get(stage, SPLITS):
+            self.source.dataset(split)
+
     def prepare(self, stage: str | None, model_input: InputConfig | None = None) -> None:
         """Index and transform the splits `stage` needs ("fit", "validate", "test", "predict"; None: all).
 

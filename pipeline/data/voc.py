@@ -30,6 +30,7 @@ from pipeline.data.annotations import annotated_size, annotation_number, usable_
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
 from pipeline.data.decoding import Size, image_size
 from pipeline.data.file_source import FileSource, SampleRecord
+from pipeline.data.source import LayoutError
 
 VOC_CLASSES = (
     "aeroplane",
@@ -136,7 +137,7 @@ class VOCSource(FileSource):
     def _records(self, split: str) -> list[SampleRecord]:
         split_list = self.root / "ImageSets" / ("Segmentation" if self.use_masks else "Main") / f"{split}.txt"
         if not split_list.is_file():
-            raise FileNotFoundError(f"VOCSource: no {split!r} list at {split_list}; set root to {self.layout}")
+            raise LayoutError(f"VOCSource: no {split!r} list at {split_list}; set root to {self.layout}")
         image_ids = [line.split()[0] for line in split_list.read_text().splitlines() if line.strip()]
         return self._index(image_ids, self._record)
 

@@ -32,6 +32,15 @@ class AgcamCLI(LightningCLI):
             meta = torch.load(Path(ckpt_path) / "meta.pt", map_location="cpu", weights_only=True)
             self.resumed_wandb_id = meta.get(WANDB_ID_KEY) if isinstance(meta, dict) else None
 
+    def before_fit(self) -> None:
+        self.datamodule.index("fit")
+
+    def before_validate(self) -> None:
+        self.datamodule.index("validate")
+
+    def before_test(self) -> None:
+        self.datamodule.index("test")
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand != "fit" or self.resumed_wandb_id is None:
             return  # validate/test/predict from a checkpoint log to a run of their own

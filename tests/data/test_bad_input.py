@@ -490,7 +490,7 @@ def test_imagenet_csv_without_a_row_for_an_image_and_val_boxes_of_two_classes(tm
     rows = [row for row in rows if not row.startswith("ILSVRC2012_val_00000001")]
     rows = [row.replace("n01491361 36", "n01440764 36") for row in rows]  # image 2: boxes of two classes
     csv_path.write_text("\n".join(rows) + "\n")
-    with pytest.raises(BadSampleError, match="no row for image ILSVRC2012_val_00000001"):
+    with pytest.raises(BadSampleError, match="ILSVRC2012_val_00000001.JPEG: no boxes for this val image, so no label"):
         ImageNetSource(root).dataset("val")
     source = ImageNetSource(root, on_bad_sample="skip")
     with warns_about(csv_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jsonargparse import ArgumentParser
 
+from pipeline.data import ClassFolderSource
 from pipeline.data.coco import COCOSource
 from pipeline.data.cub import CUBSource
 from pipeline.data.file_source import RawSampleDataset
@@ -22,6 +23,7 @@ from tests.helpers.datasets import (
     VOC_SAMPLE_XML,
     FixtureSample,
     box_array,
+    write_class_folders,
     write_coco,
     write_cub,
     write_folder,
@@ -230,6 +232,7 @@ def test_every_source_builds_from_a_class_path_config(tmp_path):
     write_cub(tmp_path / "cub")
     write_coco(tmp_path / "coco")
     write_folder(tmp_path / "folder")
+    write_class_folders(tmp_path / "class_folders", "csv")
     init_args = {
         VOCSource: {"root": str(tmp_path / "voc"), "include_difficult": True, "use_masks": True},
         ImageNetSource: {"root": str(tmp_path / "imagenet"), "val_boxes": "csv"},
@@ -239,6 +242,7 @@ def test_every_source_builds_from_a_class_path_config(tmp_path):
             "val_json": str(tmp_path / "coco/annotations/val.json"),
         },
         FolderSource: {"root": str(tmp_path / "folder"), "class_names": ["a", "b"]},
+        ClassFolderSource: {"root": str(tmp_path / "class_folders"), "classes": ["dog", "cat"], "box_file": "auto"},
     }
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--source", type=ImageSource)

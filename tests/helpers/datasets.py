@@ -326,3 +326,45 @@ def write_folder(root: Path) -> list[Path]:
 def box_array(objects: list[FixtureObject]) -> np.ndarray:
     """(n, 4) float32 boxes of `objects`, the reader's dtype."""
     return np.array([obj.box for obj in objects], np.float32).reshape(-1, 4)
+
+
+# Class folders: (split, class, file name, size, boxes xyxy as the side file states them, category as written).
+# Sizes are non-square; extensions vary in case; the fox image in val has no side-file row (unboxed).
+CLASS_FOLDER_CLASSES = ("cat", "dog", "fox")
+CLASS_FOLDER_IMAGES = (
+    ("train", "cat", "c1.jpg", (64, 40), [(4, 4, 30, 30)], ["cat"]),
+    ("train", "cat", "sub/c2.JPG", (50, 70), [], []),
+    ("train", "dog", "d1.png", (72, 48), [(10, 5, 40.5, 25)], [1]),
+    ("train", "fox", "f1.jpeg", (40, 60), [], []),
+    ("val", "cat", "c3.jpg", (80, 50), [(10, 5, 40.5, 25), (50, 10, 70, 40)], [0, None]),
+    ("val", "dog", "d2.PNG", (60, 90), [(0, 30, 59, 89)], ["dog"]),
+    ("val", "fox", "f2.jpg", (56, 44), [], []),
+)
+
+
+def write_class_folders(root: Path, box_format: str | None = "jsonl") -> dict[str, FixtureSample]:
+    """train/<class>/ and val/<class>/ images, boxes in each split's metadata.jsonl ("jsonl"), boxes.csv ("csv")
+    or none (None), plus a hidden image and a text file that readers must ignore. Keys are "<split>/<image id>"."""
+    samples = {}
+    rows: dict[str, list[str]] = {}
+    for split, class_name, file_name, size, boxes, categories in CLASS_FOLDER_IMAGES:
+        label = CLASS_FOLDER_CLASSES.index(class_name)
+        image_id = f"{class_name}/{file_name}"
+        write_image(root / split / image_id, size, boxes)
+        samples[f"{split}/{image_id}"] = FixtureSample(split, size, [FixtureObject(label, box) for box in boxes], label)
+        lines = rows.setdefault(split, [])
+        if box_format == "jsonl" and (boxes or class_name == "fox" and split == "train"):  # train fox: empty objects
+            bbox = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes]
+            objects = {"bbox": bbox, "categories": categories} if boxes else {}
+            lines.append(json.dumps({"file_name": image_id, "objects": objects}))
+        elif box_format == "csv":
+            for box, category in zip(boxes, categories):
+                lines.append(",".join([image_id, *(f"{v:g}" for v in box), "" if category is None else str(category)]))
+    for split, lines in rows.items():
+        (root / split / "cat" / ".hidden.jpg").write_bytes(b"not read")
+        (root / split / "notes.txt").write_text("not an image\n")
+        if box_format == "jsonl":
+            (root / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+        elif box_format == "csv":
+            (root / split / "boxes.csv").write_text("\n".join(["file_name,xmin,ymin,xmax,ymax,label", *lines]) + "\n")
+    return samples
