@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.commands.data_check import run_data_check
 from pipeline.commands.evaluate import (
     DATA_NAMES,
     EVAL_STAGES,
@@ -41,13 +42,14 @@ from pipeline.explained import (
 )
 from pipeline.scoring import ScoringOptions
 
-COMMANDS = ("export", "explain", "evaluate")
+COMMANDS = ("export", "explain", "evaluate", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The three commands and their options."""
     parser = argparse.ArgumentParser(prog="agcam", description="Use a trained model (training: agcam fit --help).")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("data", help="index a data config's splits and report images, classes, boxes, bad files")
 
     export = commands.add_parser("export", help="write an explained checkpoint from a Lightning checkpoint")
     export.add_argument("--ckpt_path", required=True, help="a .ckpt written by agcam fit")
@@ -96,6 +98,8 @@ def run_command(argv: Sequence[str]) -> int:
     Returns:
         The exit code: 0 on success, 1 when some input files failed, 2 on an error.
     """
+    if argv and argv[0] == "data":  # its options are a data config's (jsonargparse), not argparse's
+        return run_data_check(argv[1:])
     args = build_parser().parse_args(argv)
     run = {"export": run_export, "explain": run_explain, "evaluate": run_evaluate}[args.command]
     try:

@@ -19,6 +19,7 @@ the boxes are checked against); nothing else is opened while indexing.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES, usable_objects
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
 from pipeline.data.box_files import SIDE_FILES, ImageBoxes, read_box_file
-from pipeline.data.decoding import image_files, image_size, sub_folders
+from pipeline.data.decoding import image_paths, image_size, sub_folders
 from pipeline.data.file_source import FileSource, SampleRecord
 from pipeline.data.source import LayoutError
 
@@ -124,8 +125,9 @@ class ClassFolderSource(FileSource):
         for class_name, label in self._class_index.items():
             if not (split_dir / class_name).is_dir():
                 continue
-            for image_path in image_files(split_dir / class_name, recursive=True):
-                image_id = image_path.relative_to(split_dir).as_posix()
+            prefix = len(str(split_dir)) + 1
+            for image_path in image_paths(split_dir / class_name, recursive=True):  # strings: 10**6 files add up
+                image_id = image_path[prefix:].replace(os.sep, "/")
                 boxed = rows.pop(image_id, None)
                 try:
                     records.append(self._record(image_path, image_id, label, boxed, side_file))
@@ -156,10 +158,10 @@ class ClassFolderSource(FileSource):
         return path.is_file() and path.parent.name not in self._class_index
 
     def _record(
-        self, image_path: Path, image_id: str, label: int, boxed: ImageBoxes | None, side_file: Path | None
+        self, image_path: str, image_id: str, label: int, boxed: ImageBoxes | None, side_file: Path | None
     ) -> SampleRecord:
         if boxed is None or not boxed.boxes:
-            return SampleRecord(str(image_path), image_id, label, NO_BOXES, NO_BOX_LABELS)
+            return SampleRecord(image_path, image_id, label, NO_BOXES, NO_BOX_LABELS)
         positions = []
         for position, (category, place) in enumerate(zip(boxed.categories, boxed.places)):
             named = self._category_name(category)
@@ -181,7 +183,7 @@ class ClassFolderSource(FileSource):
             context=image_id,
             positions=positions,
         )
-        return SampleRecord(str(image_path), image_id, label, boxes, box_labels, size)
+        return SampleRecord(image_path, image_id, label, boxes, box_labels, size)
 
     def _category_name(self, category: int | str | None) -> str | None:
         """A category as a class name (an index into the classes, or a name); None: the image's own class."""

@@ -83,6 +83,11 @@ def is_image_name(name: str) -> bool:
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """`image_paths` as Path objects."""
+    return [Path(path) for path in image_paths(folder, recursive)]
+
+
+def image_paths(folder: Path, recursive: bool = False) -> list[str]:
     """The image files (by extension, any case, hidden ones left out) in `folder`, or under it with `recursive`,
     sorted by path.
 
@@ -106,7 +111,7 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
                     pending.append((entry.path, ancestors | {here}))
                 elif is_image_name(entry.name) and not entry.is_dir():
                     found.append(entry.path)
-    return [Path(path) for path in sorted(found)]
+    return sorted(found)
 
 
 def sub_folders(folder: Path) -> list[str]:

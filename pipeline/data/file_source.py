@@ -70,6 +70,14 @@ class RawSampleDataset(Dataset):
             warn_skipped(error)
             return None
 
+    def id_and_class(self, index: int) -> tuple[str, int | None]:
+        """Sample `index`'s image id and class (multi-label: its first present class, None if none), undecoded."""
+        record = self.records[index]
+        if isinstance(record.target, np.ndarray):
+            present = np.flatnonzero(record.target > 0.5)
+            return record.image_id, int(present[0]) if len(present) else None
+        return record.image_id, None if record.target < 0 else int(record.target)
+
     @staticmethod
     def _decode(record: SampleRecord) -> RawSample:
         image = load_rgb(record.image_path)

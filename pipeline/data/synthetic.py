@@ -242,6 +242,11 @@ class SyntheticShapes(Dataset):
             mask=mask,
         )
 
+    def id_and_class(self, index: int) -> tuple[str, int]:
+        """Sample `index`'s image id and class without drawing it (for choosing samples to explain)."""
+        label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
+        return f"shapes-{self.seed}-{index}", label
+
     def marker_box(self, class_index: int) -> np.ndarray:
         """(4,) float32 inclusive xyxy of the marker spot of `class_index`: centred in its column of the top band."""
         if not 0 <= class_index < self.num_classes:

@@ -43,15 +43,24 @@ class ViTDataModule(DatasetSplits, pl.LightningDataModule):
             rank_zero_warn(f"{skipped} unreadable sample(s) skipped in this batch ({self.skipped_samples} so far)")
         return batch
 
+    def eval_indices(self, split: str) -> list[int]:
+        """The indices of `split` this process evaluates (all of them on one process)."""
+        sampler = self._eval_sampler(split)
+        return list(sampler) if sampler is not None else list(range(len(self.datasets[split])))
+
     def _eval_loader(self, split: str) -> DataLoader:
-        sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # each evaluation sample exactly once across processes (the default sampler pads with repeats)
-            sampler = UnrepeatedDistributedSampler(
-                self.datasets[split], num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+        sampler = self._eval_sampler(split)
+        if sampler is not None:
             check_even_split_when_sharded(self.trainer, split, len(self.datasets[split]))
         return self.loader(split, sampler=sampler)
+
+    def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:
+        if self.trainer is None or self.trainer.world_size <= 1:
+            return None
+        # each evaluation sample exactly once across processes (the default sampler pads with repeats)
+        return UnrepeatedDistributedSampler(
+            self.datasets[split], num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+        )
 
 
 def check_even_split_when_sharded(trainer: pl.Trainer, split: str, size: int) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.strategies import ModelParallelStrategy
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from pipeline.data.selection import class_round_robin
 from pipeline.explained import EXPLAINER_KEY
 from pipeline.lightning.panel import HeatmapPanel
-from pipeline.lightning.run import wandb_logger
+from pipeline.lightning.run import run_folder, wandb_logger
 from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
 
 
@@ -20,8 +25,8 @@ class LocalizationCallback(pl.Callback):
     A thin adapter over `pipeline.scoring.LocalizationScorer` (the loop `agcam evaluate` runs too). Metrics are
     logged as `val/loc/<method>/<metric>` (pixel_accuracy, iou, dice, precision, recall, pointing_game, cases,
     skipped, unboxed, mass_in_box) and, with ABPC on, `val/abpc/<method>/{abpc,count}`, synchronized across DDP
-    processes; with a W&B logger also a per-class table `val/loc/<method>/per_class` each epoch (shortcuts are
-    often per class).
+    processes; per class (shortcuts are often per class) as a W&B table `val/loc/<method>/per_class` each epoch,
+    or with another logger as rows of `<stage>_per_class.csv` in the run folder, and in summary.json.
     Only correctly classified cases are scored; `skipped` counts the others. The explainers run on the plain timm
     model (`pl_module.model`) with autograd re-enabled inside Lightning's inference mode, through
     `torch.autograd.grad` only: parameter gradients, optimizer state and DDP gradient buckets are never touched.
@@ -30,9 +35,15 @@ class LocalizationCallback(pl.Callback):
     Args:
         methods: explainers to run side by side: "agcam" (default), "rollout", "lrp", "grad_rollout".
         threshold: heatmap threshold of the box protocol.
-        max_batches: explain at most this many validation batches per epoch (None: all).
+        max_batches: explain at most this many validation batches per epoch (None: all); warns when that leaves
+            part of the split out. On class-ordered data the first batches hold the first classes: prefer max_images.
+        max_images: explain a fixed subset of this many validation images (None: all), chosen once by a seeded
+            class round-robin (`pipeline.data.selection`): every class as evenly as the split allows, the same
+            images every epoch, each explained by exactly one process under DDP.
+        selection_seed: the seed of that choice and of the panel's.
         every_n_epochs: explain on every n-th validation epoch only; other epochs cost nothing.
-        panel_size: validation images rendered as heatmap overlays each epoch (0 turns the panel off).
+        panel_size: validation images rendered as heatmap overlays each epoch (0 turns the panel off), taken in
+            the same class round-robin (so several classes show), the same images every epoch.
         abpc_images: images per process per epoch also scored for faithfulness (ABPC; single-label only).
         abpc_steps: perturbation steps of ABPC.
         use_masks: score against ground-truth masks (when the data has them) instead of boxes.
@@ -45,6 +56,8 @@ class LocalizationCallback(pl.Callback):
         methods: list[str] | None = None,
         threshold: float = 0.5,
         max_batches: int | None = None,
+        max_images: int | None = None,
+        selection_seed: int = 0,
         every_n_epochs: int = 1,
         panel_size: int = 8,
         abpc_images: int = 0,
@@ -65,7 +78,15 @@ class LocalizationCallback(pl.Callback):
         self.methods = list(self.options.methods)
         self.threshold = self.options.threshold
         self.use_masks = use_masks
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be >= 1 (or None for every image), got {max_images}")
+        if max_images is not None and max_batches is not None:
+            raise ValueError("give max_images or max_batches, not both")
         self.max_batches = max_batches
+        self.max_images = max_images
+        self.selection_seed = selection_seed
+        self.selected: dict[str, set[str] | None] = {}  # split -> image ids to explain (None: all)
+        self.per_class: dict[str, dict[str, dict[str, dict[str, float]]]] = {}  # stage -> method -> class -> scores
         self.every_n_epochs = every_n_epochs
         self.panel = HeatmapPanel(panel_size, self.threshold)
         self.active = False
@@ -83,15 +104,24 @@ class LocalizationCallback(pl.Callback):
         fitting = trainer.state.fn == "fit"
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         self.active = not trainer.sanity_checking and (due or not fitting)
-        self._start_epoch()
+        self._start_epoch(trainer, "val")
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.active = True
-        self._start_epoch()
+        self._start_epoch(trainer, "test")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self.active and (self.max_batches is None or batch_idx < self.max_batches):
+        if not self.active or (self.max_batches is not None and batch_idx >= self.max_batches):
+            return
+        selected = self.selected.get(self.split)
+        if selected is None:
             self._explain_batch(pl_module, outputs, batch)
+            return
+        keep = [image_id in selected for image_id in batch["image_id"]]
+        if all(keep):
+            self._explain_batch(pl_module, outputs, batch)
+        elif any(keep):
+            self._explain_batch(pl_module, *_subset(batch, outputs, keep))
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
@@ -103,9 +133,33 @@ class LocalizationCallback(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish_epoch(trainer, pl_module, "test")
 
-    def _start_epoch(self) -> None:
+    def _start_epoch(self, trainer: pl.Trainer, split: str) -> None:
+        self.split = split
+        if split not in self.selected:
+            self._choose(trainer, split)
         self.panel.reset()
         self.scorer.reset()
+
+    def _choose(self, trainer: pl.Trainer, split: str) -> None:
+        """Once per split: the images to explain (max_images) and the panel's, by a seeded class round-robin."""
+        datamodule = trainer.datamodule
+        raw = getattr(getattr(datamodule, "datasets", {}).get(split), "raw", None)
+        if raw is None or not hasattr(raw, "id_and_class"):
+            if self.max_images is not None:
+                raise ValueError(f"max_images needs a data module whose {split} dataset tells image ids and classes")
+            self.selected[split] = None  # explain everything; the panel takes the first images
+            return
+        if self.max_images is not None and isinstance(trainer.strategy, ModelParallelStrategy):
+            raise ValueError(
+                "max_images is not available under ModelParallelStrategy (FSDP2): every process must explain the same "
+                "number of batches, since each explainer step gathers parameters from all of them"
+            )
+        entries = [raw.id_and_class(index) for index in range(len(raw))]
+        order = class_round_robin([label for _, label in entries], self.selection_seed)
+        chosen = order if self.max_images is None else order[: self.max_images]
+        self.selected[split] = None if self.max_images is None else {entries[index][0] for index in chosen}
+        seen_here = set(datamodule.eval_indices(split)) if hasattr(datamodule, "eval_indices") else None
+        self.panel.choose([entries[i][0] for i in chosen if seen_here is None or i in seen_here])
 
     def _explain_batch(self, pl_module: pl.LightningModule, outputs: Any, batch: dict) -> None:
         images = batch["image"]
@@ -128,13 +182,23 @@ class LocalizationCallback(pl.Callback):
                 if value.ndim == 0:
                     logged[f"{prefix}/{metric}"] = value.float()
         self.scorer.reset()
+        if self.max_batches is not None and stage == "val" and trainer.num_val_batches:
+            total = trainer.num_val_batches[0]
+            if total > self.max_batches:
+                rank_zero_warn(
+                    f"LocalizationCallback: max_batches={self.max_batches} explains {self.max_batches} of {total} "
+                    "validation batches; on class-ordered data that leaves whole classes out (max_images does not)"
+                )
         # already synchronized by compute(); sync_dist averages identical values and keeps DDP logging quiet
         pl_module.log_dict(logged, sync_dist=True)
         hparams = pl_module.hparams
         class_names = getattr(hparams, "class_names", None) or [str(i) for i in range(hparams.num_classes)]
         input_config = getattr(trainer.datamodule, "input_config", None) or pl_module.input_config
         self.panel.log(trainer, stage, class_names, input_config)
+        self.per_class[stage] = {method: class_rows(values, class_names) for method, values in results.items()}
         log_class_tables(trainer, stage, results, class_names)
+        if wandb_logger(trainer) is None:
+            write_class_rows(trainer, stage, self.per_class[stage])
 
 
 @rank_zero_only
@@ -151,3 +215,39 @@ def log_class_tables(
             columns = ["class", *next(iter(rows.values()))]
             data = [[name, *row.values()] for name, row in rows.items()]
             logger.log_table(f"{stage}/loc/{method}/per_class", columns=columns, data=data, step=trainer.global_step)
+
+
+@rank_zero_only
+def write_class_rows(trainer: pl.Trainer, stage: str, per_method: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Append this epoch's per-class rows to `<stage>_per_class.csv` in the run folder (rewritten atomically)."""
+    rows = [
+        {"epoch": trainer.current_epoch, "step": trainer.global_step, "method": method, "class": name, **scores}
+        for method, classes in per_method.items()
+        for name, scores in classes.items()
+    ]
+    if not rows:
+        return
+    path = run_folder(trainer) / f"{stage}_per_class.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = path.read_text() if path.is_file() else ""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    if not previous:
+        writer.writeheader()
+    writer.writerows(rows)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(previous + text.getvalue())
+    os.replace(partial, path)
+
+
+def _subset(batch: dict, outputs: Any, keep: list[bool]) -> tuple[Any, dict]:
+    """(outputs, batch) of the images where `keep` is True: a batch of their own, and their rows of the logits."""
+    rows = torch.tensor(keep, device=batch["image"].device)
+    subset = {
+        key: value[rows] if isinstance(value, torch.Tensor) else [item for item, k in zip(value, keep) if k]
+        for key, value in batch.items()
+        if isinstance(value, torch.Tensor | list)
+    }
+    if isinstance(outputs, dict) and "logits" in outputs:
+        outputs = {"logits": outputs["logits"][rows]}
+    return outputs, subset

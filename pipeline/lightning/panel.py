@@ -26,7 +26,8 @@ class PanelEntry:
 
 
 class HeatmapPanel:
-    """Collects the first `size` validation images of an epoch (the same ones every epoch) and logs overlays.
+    """Collects `size` validation images each epoch (the same ones every epoch) and logs overlays: the images
+    `choose` named, in its order (the callback names a class round-robin), else the first images of the epoch.
 
     With a W&B logger the overlays go to W&B as images with native, named box layers (ground truth and boxes
     from the thresholded heatmap); with any other logger they are written as PNGs under the run folder.
@@ -36,13 +37,18 @@ class HeatmapPanel:
         self.size = size
         self.threshold = threshold
         self.entries: list[PanelEntry] = []
+        self.wanted: dict[str, int] | None = None  # image id -> position in the panel
+
+    def choose(self, image_ids: Sequence[str]) -> None:
+        """Show these images (the first `size` of them, in this order) instead of the first ones of each epoch."""
+        self.wanted = {image_id: position for position, image_id in enumerate(image_ids[: self.size])}
 
     def reset(self) -> None:
         self.entries = []
 
     @property
     def full(self) -> bool:
-        return len(self.entries) >= self.size
+        return len(self.entries) >= (self.size if self.wanted is None else len(self.wanted))
 
     def add(
         self,
@@ -54,7 +60,11 @@ class HeatmapPanel:
         maps: dict[str, torch.Tensor],
     ) -> None:
         """Keep images until the panel is full; `maps` holds each method's (B, gh, gw) maps for `labels`."""
-        for i in range(min(len(images), self.size - len(self.entries))):
+        for i in range(len(images)):
+            if self.full:
+                break
+            if self.wanted is not None and str(image_ids[i]) not in self.wanted:
+                continue
             self.entries.append(
                 PanelEntry(
                     image=images[i].detach().float().cpu(),
@@ -77,6 +87,8 @@ class HeatmapPanel:
         """Render every entry for every method and hand the pictures to W&B, or write them as PNGs."""
         if not self.entries:
             return
+        if self.wanted is not None:
+            self.entries.sort(key=lambda entry: self.wanted[entry.image_id])
         logger = wandb_logger(trainer)
         methods = list(self.entries[0].maps)
         pictures: dict[str, list] = {method: [] for method in methods}

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from pipeline.data.inventory import SplitInventory, split_inventory
 from pipeline.explained import VALIDATION_KEY
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
 
@@ -47,9 +48,39 @@ def last_validation(trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
+def data_inventory(trainer: pl.Trainer) -> dict[str, SplitInventory]:
+    """What each split the run uses holds (images, with boxes, per class), counted from the data module's index."""
+    datamodule = trainer.datamodule
+    source = getattr(datamodule, "source", None)
+    if source is None:
+        return {}
+    return {split: split_inventory(source, split) for split in getattr(datamodule, "datasets", {})}
+
+
+def per_class_results(trainer: pl.Trainer) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """{stage: {method: {class: {cases, scores}}}} of the latest epoch, from callbacks that keep it."""
+    found: dict[str, dict] = {}
+    for callback in trainer.callbacks:
+        found.update(getattr(callback, "per_class", {}))
+    return found
+
+
 class RunSummary(pl.Callback):
-    """At the end of fit: epochs, final metrics by name, checkpoint and W&B paths. Every checkpoint also gets the
-    W&B run id (so `--ckpt_path` resumes the same W&B run) and its last validation (for `agcam export`)."""
+    """At the end of fit: epochs, final metrics by name, per-class localization, what each split held (a split
+    without boxes says localization was not scored), checkpoint and W&B paths. At fit start the same split counts
+    go to the terminal and the W&B run summary. Every checkpoint also gets the W&B run id (so `--ckpt_path` resumes
+    the same W&B run) and its last validation (for `agcam export`)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        inventory = data_inventory(trainer)
+        for counts in inventory.values():
+            if counts.with_boxes == 0:
+                rank_zero_warn(counts.localization_note())
+        logger = wandb_logger(trainer)
+        if logger is not None and trainer.is_global_zero and inventory:
+            logger.experiment.summary.update(
+                {f"data/{split}/{key}": value for split, counts in inventory.items() for key, value in _counts(counts)}
+            )
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         logger = wandb_logger(trainer)
@@ -85,6 +116,8 @@ class RunSummary(pl.Callback):
             "skipped_samples": getattr(datamodule, "skipped_samples", 0),
             "skipped_annotations": len(getattr(getattr(datamodule, "source", None), "skipped", [])),
             "clipped_boxes": len(getattr(getattr(datamodule, "source", None), "clipped", [])),
+            "data": {split: dict(_counts(counts)) for split, counts in data_inventory(trainer).items()},
+            "per_class": per_class_results(trainer),
         }
 
 
@@ -94,6 +127,7 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
     for name, value in summary["metrics"].items():
         if name.startswith(("val/", "test/")):
             lines.append(f"  {name:<32} {value:.4f}")
+    lines.extend(f"  {counts['note']}" for counts in summary.get("data", {}).values())
     lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     lines.append(f"  last checkpoint: {summary['last_checkpoint']}")
     if summary["wandb_run_dir"]:
@@ -106,3 +140,13 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
         )
     lines.append(f"  summary: {path}")
     return "\n".join(lines)
+
+
+def _counts(counts: SplitInventory) -> list[tuple[str, Any]]:
+    """(key, value) of a split's counts for summary.json and W&B: images, with_boxes, unboxed, note."""
+    return [
+        ("images", counts.images),
+        ("with_boxes", counts.with_boxes),
+        ("unboxed", counts.unboxed),
+        ("note", counts.localization_note()),
+    ]
