@@ -8,6 +8,7 @@ from pipeline.data.class_folders import ClassFolderSource
 from pipeline.data.coco import COCOSource
 from pipeline.data.cub import CUBSource
 from pipeline.data.folder import FolderSource, ImageFolderDataset
+from pipeline.data.hf import HFDatasetSource
 from pipeline.data.imagenet import ImageNetSource
 from pipeline.data.source import SPLITS, ImageSource, LayoutError, RawSample
 from pipeline.data.splits import DatasetSplits, collate_samples
@@ -25,6 +26,7 @@ __all__ = [
     "CUBSource",
     "DatasetSplits",
     "FolderSource",
+    "HFDatasetSource",
     "ImageFolderDataset",
     "ImageNetSource",
     "ImageSource",

@@ -54,6 +54,15 @@ def _key(file_name: str) -> str:
     return Path(os.path.normpath(file_name.replace("\\", "/"))).as_posix()
 
 
+def category_name(category: Category, class_names: list[str]) -> str | None:
+    """A category as a class name (an index into `class_names`, or a name); None: the image's own class."""
+    if isinstance(category, int):
+        if not 0 <= category < len(class_names):
+            return f"index {category} (of {len(class_names)} classes)"
+        return class_names[category]
+    return category
+
+
 def _category(value: object, path: Path, where: str) -> Category:
     if value is None or isinstance(value, str):
         return value

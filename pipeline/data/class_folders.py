@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES, usable_objects
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
-from pipeline.data.box_files import SIDE_FILES, ImageBoxes, read_box_file
+from pipeline.data.box_files import SIDE_FILES, ImageBoxes, category_name, read_box_file
 from pipeline.data.decoding import image_paths, image_size, sub_folders
 from pipeline.data.file_source import FileSource, SampleRecord
 from pipeline.data.source import LayoutError
@@ -164,7 +164,7 @@ class ClassFolderSource(FileSource):
             return SampleRecord(image_path, image_id, label, NO_BOXES, NO_BOX_LABELS)
         positions = []
         for position, (category, place) in enumerate(zip(boxed.categories, boxed.places)):
-            named = self._category_name(category)
+            named = category_name(category, self.class_names)
             if named is not None and named != self.class_names[label]:
                 reason = f"{place}: category {category!r} is not the image's class {self.class_names[label]!r}"
                 self.bad_samples.reject(BadSampleError(side_file, f"{image_id}: {reason}"))
@@ -184,11 +184,3 @@ class ClassFolderSource(FileSource):
             positions=positions,
         )
         return SampleRecord(image_path, image_id, label, boxes, box_labels, size)
-
-    def _category_name(self, category: int | str | None) -> str | None:
-        """A category as a class name (an index into the classes, or a name); None: the image's own class."""
-        if isinstance(category, int):
-            if not 0 <= category < len(self.class_names):
-                return f"index {category} (of {len(self.class_names)} classes)"
-            return self.class_names[category]
-        return category

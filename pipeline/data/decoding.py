@@ -18,7 +18,7 @@ _TRANSPARENT_BACKGROUND = (255, 255, 255, 255)  # transparent pixels are shown o
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # compared lower-case
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def rgb_from_pil(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a decoded PIL image of any mode."""
     if image.mode in _SIXTEEN_BIT_MODES:
         gray = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
@@ -39,7 +39,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = _to_rgb(image)
+            rgb = rgb_from_pil(image)
     except FileNotFoundError:
         raise BadSampleError(path, "image file not found") from None
     except Image.UnidentifiedImageError:

@@ -151,7 +151,7 @@ class FileSource(ImageSource):
                     f"{type(self).__name__}: split {split!r} under {self.root} has no usable samples{skipped}; "
                     f"check that it holds {self.layout}"
                 )
-            self._datasets[split] = RawSampleDataset(records, self.bad_samples.on_bad_sample)
+            self._datasets[split] = self._dataset(split, records)
         return self._datasets[split]
 
     def _index(self, items: Iterable[Key], make_record: Callable[[Key], SampleRecord]) -> list[SampleRecord]:
@@ -163,6 +163,10 @@ class FileSource(ImageSource):
             except BadSampleError as error:
                 self.bad_samples.reject(error)
         return records
+
+    def _dataset(self, split: str, records: list[SampleRecord]) -> RawSampleDataset:
+        """The dataset that decodes `split`'s records (image files; a source that stores images otherwise overrides)."""
+        return RawSampleDataset(records, self.bad_samples.on_bad_sample)
 
     @abstractmethod
     def _records(self, split: str) -> list[SampleRecord]:

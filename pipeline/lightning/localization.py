@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -197,8 +198,9 @@ class LocalizationCallback(pl.Callback):
         self.panel.log(trainer, stage, class_names, input_config)
         self.per_class[stage] = {method: class_rows(values, class_names) for method, values in results.items()}
         log_class_tables(trainer, stage, results, class_names)
-        if wandb_logger(trainer) is None:
-            write_class_rows(trainer, stage, self.per_class[stage])
+        if trainer.loggers and wandb_logger(trainer) is None:  # e.g. CSVLogger: a CSV beside its metrics.csv
+            folder = run_folder(trainer)  # on every process: it may broadcast under DDP
+            write_class_rows(trainer, folder / f"{stage}_per_class.csv", self.per_class[stage])
 
 
 @rank_zero_only
@@ -218,8 +220,8 @@ def log_class_tables(
 
 
 @rank_zero_only
-def write_class_rows(trainer: pl.Trainer, stage: str, per_method: dict[str, dict[str, dict[str, float]]]) -> None:
-    """Append this epoch's per-class rows to `<stage>_per_class.csv` in the run folder (rewritten atomically)."""
+def write_class_rows(trainer: pl.Trainer, path: Path, per_method: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Append this epoch's per-class rows to the CSV file `path` (rewritten atomically)."""
     rows = [
         {"epoch": trainer.current_epoch, "step": trainer.global_step, "method": method, "class": name, **scores}
         for method, classes in per_method.items()
@@ -227,7 +229,6 @@ def write_class_rows(trainer: pl.Trainer, stage: str, per_method: dict[str, dict
     ]
     if not rows:
         return
-    path = run_folder(trainer) / f"{stage}_per_class.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = path.read_text() if path.is_file() else ""
     text = io.StringIO()

@@ -368,3 +368,57 @@ def write_class_folders(root: Path, box_format: str | None = "jsonl") -> dict[st
         elif box_format == "csv":
             (root / split / "boxes.csv").write_text("\n".join(["file_name,xmin,ymin,xmax,ymax,label", *lines]) + "\n")
     return samples
+
+
+def write_class_tree(
+    root: Path, classes: int = 4, per_class: int = 4, splits: tuple[str, ...] = ("train", "val"), boxed: bool = True
+) -> None:
+    """A class-ordered tree root/<split>/class_<k>/<n>.jpg of small non-square JPEGs, each with one drawn box, and
+    (with `boxed`) each split's metadata.jsonl giving it as [x, y, w, h] with the class index as its category."""
+    for split in splits:
+        rows = []
+        for label in range(classes):
+            for number in range(per_class):
+                width, height = 40 + 4 * number, 30 + 2 * label
+                box = (4 + number, 3 + label, 24 + number, 20 + label)
+                file_name = f"class_{label}/{number:02d}.jpg"
+                write_image(root / split / file_name, (width, height), [box])
+                bbox = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+                rows.append(json.dumps({"file_name": file_name, "objects": {"bbox": [bbox], "categories": [label]}}))
+        if boxed:
+            (root / split / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+
+
+HF_CLASSES = ["apple", "pear", "plum"]
+
+
+def write_hf(root, parquet=False, image="image", label="label", objects="objects", val_name="validation"):
+    """A Hugging Face DatasetDict (save_to_disk, or parquet files): two splits of 6 small non-square images, rows 0
+    and 1 boxed ([x, y, w, h]), the rest unboxed."""
+    import datasets  # the hf extra
+
+    features = datasets.Features(
+        {
+            image: datasets.Image(),
+            label: datasets.ClassLabel(names=HF_CLASSES),
+            objects: datasets.Sequence(
+                {"bbox": datasets.Sequence(datasets.Value("float32"), length=4), "category": datasets.Value("int64")}
+            ),
+        }
+    )
+    rows = {image: [], label: [], objects: []}
+    for index in range(6):
+        rows[image].append(Image.new("RGB", (40 + 2 * index, 28), (30 * index, 90, 160)))
+        rows[label].append(index % 3)
+        boxed = index < 2
+        bbox = [[2.0, 3.0, 10.5, 8.0], [20.0, 1.0, 6.0, 6.0]] if index == 0 else [[0.0, 0.0, 4.0, 4.0]]
+        rows[objects].append({"bbox": bbox if boxed else [], "category": [index % 3] * len(bbox) if boxed else []})
+    dataset = datasets.Dataset.from_dict(rows, features=features)
+    splits = datasets.DatasetDict({"train": dataset, val_name: dataset})
+    if parquet:
+        root.mkdir(parents=True)
+        for name, split in splits.items():
+            split.to_parquet(str(root / f"{name}.parquet"))
+    else:
+        splits.save_to_disk(str(root))
+    return root
