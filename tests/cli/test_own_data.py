@@ -9,6 +9,7 @@ import wandb
 from pipeline.cli import main
 from pipeline.commands.cli import run_command
 from tests.helpers.datasets import write_class_folders, write_class_tree, write_hf
+from tests.helpers.wandb_offline import read_records
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGEFOLDER = ["--config", str(REPO / "configs/synthetic.yaml"), "--data", str(REPO / "configs/data/imagefolder.yaml")]
@@ -74,6 +75,14 @@ def test_hugging_face_dataset_on_disk_fits_for_an_epoch(tmp_path):
     metrics = summary["metrics"]
     assert metrics["val/loc/agcam/cases"] + metrics["val/loc/agcam/skipped"] == 2
     assert metrics["val/loc/agcam/unboxed"] == 4
+    (run_file,) = Path(summary["wandb_run_dir"]).glob("run-*.wandb")
+    stated = {
+        update.key: json.loads(update.value_json)
+        for record in read_records(run_file)
+        if record.WhichOneof("record_type") == "summary"
+        for update in record.summary.update
+    }
+    assert stated["data/val/note"] == summary["data"]["val"]["note"] and stated["data/val/unboxed"] == 4
 
 
 def test_data_command_reports_every_split_and_names_bad_files(tmp_path, capsys):
