@@ -19,7 +19,9 @@ def main(args: list[str] | None = None) -> None:
     from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
 
     try:
-        run_lightning_cli(args, epilog=f"Explained checkpoints: agcam {{{','.join(COMMANDS)}}} --help")
+        explained = ",".join(command for command in COMMANDS if command != "data")
+        epilog = f"Explained checkpoints: agcam {{{explained}}} --help; a dataset check: agcam data --help"
+        run_lightning_cli(args, epilog=epilog)
     except (LayoutError, BadSampleError) as error:  # the user's data: the message says what and where
         print(f"agcam: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
