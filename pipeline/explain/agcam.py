@@ -22,19 +22,19 @@ readout reads, each in its own residual stream, and reaches only their own atten
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Literal
 
 import torch
 
 from pipeline.explain._errors import UnsupportedModelError
-from pipeline.explain._family import Heads, check_images, resolve_targets
-from pipeline.explain.base import Explainer, as_patch_grid
+from pipeline.explain._family import Family, Heads, ReadOut, check_images, resolve_targets
+from pipeline.explain._forward import ForwardRecorder, GraphMode, run_recorded
+from pipeline.explain.base import ReplayingExplainer, as_patch_grid
 
 RowWeighting = Literal["sum", "readout"]
 
 
-class AGCAM(Explainer):
+class AGCAM(ReplayingExplainer):
     """Attention Guided CAM; see the module docstring for how it stays near the one-forward cost floor.
 
     Args:
@@ -51,10 +51,16 @@ class AGCAM(Explainer):
             raise ValueError(f"row_weighting must be 'sum' or 'readout', got {row_weighting!r}")
         self.row_weighting = row_weighting
 
-    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def recorder(self) -> ForwardRecorder:
         if self.family.readout_kind == "token":
-            return self._replayed_maps(images, target, create_graph=False)
-        return self._pooled_maps(images, target)
+            return RowRecorder(self.family, graph="none")
+        return ContextRecorder(self.family)
+
+    def _replay(self, recorder: ForwardRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(recorder, RowRecorder):
+            return self._replayed_maps(recorder, target)
+        assert isinstance(recorder, ContextRecorder)
+        return self._pooled_maps(recorder, target)
 
     def differentiable_maps(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """AG-CAM maps whose autograd graph reaches the model's weights, for a loss on the maps (e.g. guidance).
@@ -74,44 +80,25 @@ class AGCAM(Explainer):
             )
         if torch.is_inference_mode_enabled():
             raise RuntimeError("differentiable_maps needs autograd: call it outside torch.inference_mode().")
-        maps = self._replayed_maps(images, target, create_graph=True)  # (B, K, P)
+        recorder = RowRecorder(self.family, graph="full")
+        run_recorded(self.family, images, [recorder])
+        maps = self._replayed_maps(recorder, target)  # (B, K, P)
         rows, cols = self.model.patch_embed.dynamic_feat_size(tuple(images.shape[-2:]))
         if maps.shape[-1] != rows * cols:
             raise ValueError(f"{maps.shape[-1]} patch tokens for a {rows}x{cols} grid: is patch dropout active?")
         return as_patch_grid(self.model, images, maps, target)
 
-    def _replayed_maps(self, images: torch.Tensor, target: torch.Tensor | None, create_graph: bool) -> torch.Tensor:
-        """Record a forward, then replay the readout rows with their attention rows as the gradient's inputs.
+    def _replayed_maps(self, record: RowRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        """Replay the readout rows of a recorded forward with their attention rows as the gradient's inputs.
 
-        Without `create_graph` the forward runs under no_grad and only the class token's row is replayed (token
-        readout); with it, the forward stays in the graph and the replay covers whichever rows the readout reads.
+        With the forward recorded in the graph (`graph="full"`) the maps keep a graph to the weights.
         """
         family, prefix, rows = self.family, self.family.num_prefix_tokens, self.family.readout_rows
-        row_scores, values, row_inputs = [], [], []  # per block: (B, H, R, T), (B, H, T, d), (B, R, D)
-        probe_scores = []  # 'map' readout: the probe's (B, H, 1, N)
-
-        def record_probe(heads: Heads) -> torch.Tensor:
-            probe_scores.append(heads.scores())
-            return probe_scores[-1].softmax(dim=-1) @ heads.v
-
-        with nullcontext() if create_graph else torch.no_grad():
-            tokens, positions = family.embed(images)
-            first_rows = tokens[:, rows]  # (B, R, D)
-
-            def attend_and_record(index: int, x: torch.Tensor) -> torch.Tensor:
-                heads = family.heads(index, x, positions)
-                row_scores.append(heads.scores(rows))
-                values.append(heads.v)
-                row_inputs.append(x[:, rows])
-                context = heads.context(family.fused(index), family.attention_dropout(index))
-                return family.attention_output(index, context, x)
-
-            tokens = family.run_blocks(tokens, attend_and_record)
-            kept = family.readout_tokens(tokens)  # (B, T', D): the prefix tokens alone for token readout
-            recorded = family.read_out(kept, record_probe)
-        targets = resolve_targets(recorded.logits.detach(), target)  # (B, K)
+        create_graph = record.graph == "full"
+        row_scores, probe_scores, kept = record.row_scores, record.probe_scores, record.kept
+        targets = resolve_targets(record.readout.logits.detach(), target)  # (B, K)
         batch, num_targets = targets.shape
-        num_rows = first_rows.shape[1]
+        num_rows = record.first_rows.shape[1]
 
         with torch.enable_grad():
             # One attention row per target copy of each readout token: (B, H, K * R, T), copy-major.
@@ -119,10 +106,10 @@ class AGCAM(Explainer):
             probe_probs = [s.softmax(dim=-1).repeat_interleave(num_targets, 0).requires_grad_() for s in probe_scores]
 
             def attend_replay(index: int, _normed: torch.Tensor) -> torch.Tensor:
-                context = row_probs[index] @ values[index]
-                return family.attention_output(index, context, row_inputs[index].repeat(1, num_targets, 1))
+                context = row_probs[index] @ record.values[index]
+                return family.attention_output(index, context, record.row_inputs[index].repeat(1, num_targets, 1))
 
-            copies = family.run_blocks(first_rows.repeat(1, num_targets, 1), attend_replay)  # (B, K * R, D)
+            copies = family.run_blocks(record.first_rows.repeat(1, num_targets, 1), attend_replay)  # (B, K * R, D)
             replayed = copies.reshape(batch * num_targets, num_rows, -1)  # (B * K, R, D)
             others = kept.repeat_interleave(num_targets, dim=0)  # (B * K, T', D)
             readout_input = torch.cat([others[:, : rows.start], replayed, others[:, rows.start + num_rows :]], dim=1)
@@ -130,7 +117,7 @@ class AGCAM(Explainer):
             target_logits = replay_logits.gather(1, targets.reshape(-1, 1))
             grads = torch.autograd.grad(target_logits.sum(), row_probs + probe_probs, create_graph=create_graph)
 
-        row_weights = recorded.weights[:, rows]  # (B, R)
+        row_weights = record.readout.weights[:, rows]  # (B, R)
         maps = 0
         for scores, grad in zip(row_scores, grads):
             grad = grad.unflatten(2, (num_targets, num_rows))  # (B, H, K, R, T)
@@ -142,53 +129,27 @@ class AGCAM(Explainer):
             maps = maps + self._probe_term(scores, grad.unflatten(0, (batch, num_targets)).transpose(1, 2))
         return maps  # (B, K, P)
 
-    def _pooled_maps(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Pooled readouts: one forward with the attention contexts as leaves, one backward per target class."""
-        family, prefix, rows = self.family, self.family.num_prefix_tokens, self.family.readout_rows
-        contexts, row_sigmoids, patch_values = [], [], []  # per block: (B, H, T, d), (B, H, R, P), (B, H, P, d)
-        probe_scores, probe_probs = [], []  # 'map' readout: (B, H, 1, N) each
-
-        def attend_probe(heads: Heads) -> torch.Tensor:  # the probe's attention held fixed, its values in the graph
+    def _pooled_maps(self, record: ContextRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        """Pooled readouts: from the forward with the attention contexts as leaves, one backward per target class."""
+        rows = self.family.readout_rows
+        readout, contexts, probe_probs = record.readout, record.contexts, record.probe_probs
+        targets = resolve_targets(readout.logits.detach(), target)  # (B, K)
+        row_weights = readout.weights[:, rows]  # (B, R)
+        per_target = []
+        for column in range(targets.shape[1]):
+            selected = readout.logits.gather(1, targets[:, column : column + 1]).sum()
+            grads = torch.autograd.grad(selected, contexts + probe_probs, retain_graph=column + 1 < targets.shape[1])
             with torch.no_grad():
-                probe_scores.append(heads.scores())
-            probe_probs.append(probe_scores[-1].softmax(dim=-1).requires_grad_())
-            return probe_probs[-1] @ heads.v
-
-        with torch.enable_grad():
-            with torch.no_grad():
-                tokens, positions = family.embed(images)
-
-            def attend_with_leaf(index: int, x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():  # the attention input is detached: S, A and V are constants
-                    heads = family.heads(index, x, positions)
-                    scores = heads.scores(scale_queries=True)  # (B, H, T, T)
-                    context = scores.softmax(dim=-1) @ heads.v
-                    row_sigmoids.append(scores.sigmoid_()[:, :, rows, prefix:])  # S is not needed any more
-                patch_values.append(heads.v[:, :, prefix:].contiguous())  # a strided V slows dy/dA's matmul 2x
-                contexts.append(context.requires_grad_())
-                return family.attention_output(index, context, x.detach())
-
-            tokens = family.run_blocks(tokens, attend_with_leaf)
-            readout = family.read_out(tokens, attend_probe)
-            targets = resolve_targets(readout.logits.detach(), target)  # (B, K)
-            row_weights = readout.weights[:, rows]  # (B, R)
-            per_target = []
-            for column in range(targets.shape[1]):
-                selected = readout.logits.gather(1, targets[:, column : column + 1]).sum()
-                grads = torch.autograd.grad(
-                    selected, contexts + probe_probs, retain_graph=column + 1 < targets.shape[1]
-                )
-                with torch.no_grad():
-                    maps = 0
-                    for context_grad, sigmoids, v in zip(grads, row_sigmoids, patch_values):
-                        attn_grad = context_grad[:, :, rows] @ v.transpose(-2, -1)  # (B, H, R, P) = dy/dA
-                        term = attn_grad.relu_().mul_(sigmoids)  # in place: this runs over every (row, patch)
-                        if self.row_weighting == "readout":
-                            term = term.mul_(row_weights[:, None, :, None])
-                        maps = maps + term.flatten(1, 2).sum(dim=1)
-                    for scores, grad in zip(probe_scores, grads[len(contexts) :]):
-                        maps = maps + self._probe_term(scores, grad.unsqueeze(2))[:, 0]
-                per_target.append(maps)
+                maps = 0
+                for context_grad, sigmoids, v in zip(grads, record.row_sigmoids, record.patch_values):
+                    attn_grad = context_grad[:, :, rows] @ v.transpose(-2, -1)  # (B, H, R, P) = dy/dA
+                    term = attn_grad.relu_().mul_(sigmoids)  # in place: this runs over every (row, patch)
+                    if self.row_weighting == "readout":
+                        term = term.mul_(row_weights[:, None, :, None])
+                    maps = maps + term.flatten(1, 2).sum(dim=1)
+                for scores, grad in zip(record.probe_scores, grads[len(contexts) :]):
+                    maps = maps + self._probe_term(scores, grad.unsqueeze(2))[:, 0]
+            per_target.append(maps)
         return torch.stack(per_target, dim=1)  # (B, K, P)
 
     def _probe_term(self, scores: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -198,3 +159,72 @@ class AGCAM(Explainer):
         """
         patches = slice(self.family.num_prefix_tokens - self.family.readout_first_row, None)
         return (grad[..., 0, patches].relu() * scores[:, :, None, 0, patches].sigmoid()).sum(dim=1)
+
+
+class RowRecorder(ForwardRecorder):
+    """Token readout (and `differentiable_maps`): what the replay of the readout rows needs from the forward.
+
+    Per block the readout rows' scores (B, H, R, T), the values (B, H, T, d) and the rows' attention inputs
+    (B, R, D); the rows entering the first block, the readout's input and the readout; for 'map', the probe's
+    scores. The forward keeps the model's own attention (fused where the model fuses).
+    """
+
+    def __init__(self, family: Family, graph: GraphMode) -> None:
+        self.family, self.graph, self.rows = family, graph, family.readout_rows
+        self.row_scores: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.row_inputs: list[torch.Tensor] = []
+        self.probe_scores: list[torch.Tensor] = []  # 'map' readout: the probe's (B, H, 1, N)
+
+    def embedded(self, tokens: torch.Tensor) -> None:
+        self.first_rows = tokens[:, self.rows]  # (B, R, D)
+
+    def attend(self, index: int, heads: Heads, attn_input: torch.Tensor) -> torch.Tensor:
+        self.row_scores.append(heads.scores(self.rows))
+        self.values.append(heads.v)
+        self.row_inputs.append(attn_input[:, self.rows])
+        return heads.context(self.family.fused(index), self.family.attention_dropout(index))
+
+    def attend_probe(self, heads: Heads) -> torch.Tensor:
+        self.probe_scores.append(heads.scores())
+        return self.probe_scores[-1].softmax(dim=-1) @ heads.v
+
+    def read(self, tokens: torch.Tensor, readout: ReadOut) -> None:
+        self.kept = self.family.readout_tokens(tokens)  # (B, T', D): the prefix tokens alone for token readout
+        self.readout = readout
+
+
+class ContextRecorder(ForwardRecorder):
+    """Pooled readouts: the residual stream in the graph, each block's attention context C = softmax(S) V a leaf.
+
+    Per block the sigmoid of the pooled rows' scores over the patches (B, H, R, P) and the patch values
+    (B, H, P, d); for 'map', the probe's scores and its attention as a leaf.
+    """
+
+    graph: GraphMode = "detached"
+
+    def __init__(self, family: Family) -> None:
+        self.rows, self.prefix = family.readout_rows, family.num_prefix_tokens
+        self.contexts: list[torch.Tensor] = []
+        self.row_sigmoids: list[torch.Tensor] = []
+        self.patch_values: list[torch.Tensor] = []
+        self.probe_scores: list[torch.Tensor] = []
+        self.probe_probs: list[torch.Tensor] = []
+
+    def attend(self, index: int, heads: Heads, attn_input: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # the attention input is detached: S, A and V are constants
+            scores = heads.scores(scale_queries=True)  # (B, H, T, T)
+            context = scores.softmax(dim=-1) @ heads.v
+            self.row_sigmoids.append(scores.sigmoid_()[:, :, self.rows, self.prefix :])  # S is not needed any more
+        self.patch_values.append(heads.v[:, :, self.prefix :].contiguous())  # a strided V slows dy/dA's matmul 2x
+        self.contexts.append(context.requires_grad_())
+        return context
+
+    def attend_probe(self, heads: Heads) -> torch.Tensor:  # the probe's attention held fixed, its values in the graph
+        with torch.no_grad():
+            self.probe_scores.append(heads.scores())
+        self.probe_probs.append(self.probe_scores[-1].softmax(dim=-1).requires_grad_())
+        return self.probe_probs[-1] @ heads.v
+
+    def read(self, tokens: torch.Tensor, readout: ReadOut) -> None:
+        self.readout = readout

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from pipeline.explain._family import Family, check_images, patch_grid
+from pipeline.explain._forward import ForwardRecorder, RecordedForward, run_recorded
 from pipeline.explain._registry import family_of
 from pipeline.modes import eval_mode
 
@@ -34,20 +35,68 @@ class Explainer(ABC):
         self.family: Family = family_of(model)
         self.model = self.family.model  # without a wrapper such as torch.compile's
 
-    def __call__(self, images: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, images: torch.Tensor, target: torch.Tensor | None = None, recorded: RecordedForward | None = None
+    ) -> torch.Tensor:
+        """Maps for `images`; `recorded` (internal fast path): replay from the forward `record_forward` ran on them."""
         check_images(self.model, images)
+        recorder = None if recorded is None else recorded.recorder_for(self, images)
         with explaining(self.model), self.family.gather.gathering():
-            # Lightning validates under inference_mode: such tensors cannot enter an autograd graph.
-            images = images.clone() if images.is_inference() else images
+            images = model_inputs(self.model, images)
             if isinstance(target, torch.Tensor) and target.is_inference():
                 target = target.clone()
-            images = images.to(next(self.model.parameters()).dtype)
-            maps = self._explain(images, target)  # (B, K, P)
+            maps = self._explain(images, target) if recorder is None else self._replay(recorder, target)  # (B, K, P)
         return as_patch_grid(self.model, images, maps, target)
 
     @abstractmethod
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Raw maps (B, K, num_patches) for `images` in eval mode; `target` as given to `__call__`."""
+
+    def _replay(self, recorder: ForwardRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        """Raw maps (B, K, num_patches) from what `recorder()` kept of a forward (replaying explainers only)."""
+        raise TypeError(f"{type(self).__name__} runs its own forward: it has no recorder to replay from")
+
+
+class ReplayingExplainer(Explainer):
+    """An explainer whose forward can be shared: with the model's own prediction, or with other such explainers."""
+
+    @abstractmethod
+    def recorder(self) -> ForwardRecorder:
+        """A fresh recorder of what this method needs from one forward (see `pipeline.explain._forward`)."""
+
+    @abstractmethod
+    def _replay(self, recorder: ForwardRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        """Raw maps (B, K, num_patches) from the recorded forward."""
+
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        recorder = self.recorder()
+        run_recorded(self.family, images, [recorder])
+        return self._replay(recorder, target)
+
+
+def model_inputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """`images` as the explainers feed them: out of inference mode (Lightning validates under it, and such tensors
+    cannot enter an autograd graph) and in the parameters' dtype."""
+    images = images.clone() if images.is_inference() else images
+    return images.to(next(model.parameters()).dtype)
+
+
+def record_forward(explainers: Sequence[Explainer], images: torch.Tensor) -> RecordedForward:
+    """The model's logits for `images` from one forward that also records what each replaying explainer needs.
+
+    The internal fast path of a validation step that is explained afterwards: `explainer(images, target,
+    recorded)` then replays instead of running the model again (the others run their own forward). The forward is
+    the explainers' own (eval mode, float32 without autocast, the model's fused attention where a method allows),
+    so the maps equal a plain call's and the logits are the model's within float rounding.
+    """
+    model, family = explainers[0].model, explainers[0].family
+    if any(explainer.model is not model for explainer in explainers):
+        raise ValueError("record_forward shares one forward: every explainer must explain the same model")
+    check_images(model, images)
+    recorders = {e: e.recorder() for e in explainers if isinstance(e, ReplayingExplainer)}
+    with explaining(model), family.gather.gathering():
+        readout = run_recorded(family, model_inputs(model, images), list(recorders.values()))
+    return RecordedForward(images, readout.logits.detach(), recorders)
 
 
 def as_patch_grid(

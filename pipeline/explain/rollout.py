@@ -6,7 +6,9 @@ from typing import Literal
 
 import torch
 
-from pipeline.explain.base import Explainer, num_targets, read_rows
+from pipeline.explain._family import Heads, ReadOut
+from pipeline.explain._forward import ForwardRecorder
+from pipeline.explain.base import ReplayingExplainer, num_targets, read_rows
 
 HeadFusion = Literal["mean", "max", "min"]
 FUSE_HEADS = {  # (B, H, T, T) -> (B, T, T)
@@ -16,7 +18,7 @@ FUSE_HEADS = {  # (B, H, T, T) -> (B, T, T)
 }
 
 
-class AttentionRollout(Explainer):
+class AttentionRollout(ReplayingExplainer):
     """R = A_hat_L ... A_hat_1 with A_hat = rownorm((fuse_heads(A) + I) / 2), read at the readout's rows.
 
     The map is R[0, patches] for class-token models; for pooled readouts the rows of R are mixed with the
@@ -38,27 +40,20 @@ class AttentionRollout(Explainer):
         self.head_fusion = head_fusion
         self.discard_ratio = discard_ratio
 
-    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        family = self.family
-        fused_attentions = []  # per block (B, T, T)
+    def recorder(self) -> ForwardRecorder:
+        return FusedAttentionRecorder(self.head_fusion)
 
+    def _replay(self, recorder: ForwardRecorder, target: torch.Tensor | None) -> torch.Tensor:
+        assert isinstance(recorder, FusedAttentionRecorder)
+        fused_attentions = recorder.fused_attentions
         with torch.no_grad():
-            tokens, positions = family.embed(images)
-
-            def attend_and_record(index: int, x: torch.Tensor) -> torch.Tensor:
-                heads = family.heads(index, x, positions)
-                probs = heads.scores().softmax(dim=-1)  # (B, H, T, T)
-                fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
-                return family.attention_output(index, probs @ heads.v, x)
-
-            tokens = family.run_blocks(tokens, attend_and_record)
-            weights = family.read_out(tokens).weights  # (B, T)
-            identity = torch.eye(tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
+            tokens = fused_attentions[0].shape[-1]
+            identity = torch.eye(tokens, device=fused_attentions[0].device, dtype=fused_attentions[0].dtype)
             rollout = identity.expand_as(fused_attentions[0])
             for fused in fused_attentions:
                 flow = (self._discard_smallest(fused) + identity) / 2
                 rollout = (flow / flow.sum(dim=-1, keepdim=True)) @ rollout
-            patch_map = read_rows(rollout, weights, family.num_prefix_tokens)  # (B, P)
+            patch_map = read_rows(rollout, recorder.weights, self.family.num_prefix_tokens)  # (B, P)
         return patch_map.unsqueeze(1).expand(-1, num_targets(target), -1)
 
     def _discard_smallest(self, fused: torch.Tensor) -> torch.Tensor:
@@ -71,3 +66,24 @@ class AttentionRollout(Explainer):
             candidates[:, :, 0] = float("inf")  # the class-token column is never discarded
         smallest = candidates.flatten(1).topk(count, dim=-1, largest=False).indices
         return fused.flatten(1).scatter(1, smallest, 0.0).view_as(fused)
+
+
+class FusedAttentionRecorder(ForwardRecorder):
+    """Each block's attention probabilities with the heads fused (B, T, T), and the readout's weights (B, T).
+
+    Alone it runs the attention from the probabilities it computed anyway; sharing a forward, it takes the one the
+    first recorder (or the model) runs.
+    """
+
+    def __init__(self, head_fusion: HeadFusion) -> None:
+        self.head_fusion = head_fusion
+        self.fused_attentions: list[torch.Tensor] = []
+
+    def attend(self, index: int, heads: Heads, attn_input: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            probs = heads.scores().softmax(dim=-1)  # (B, H, T, T)
+            self.fused_attentions.append(FUSE_HEADS[self.head_fusion](probs))
+            return probs @ heads.v
+
+    def read(self, tokens: torch.Tensor, readout: ReadOut) -> None:
+        self.weights = readout.weights
