@@ -14,6 +14,8 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from pipeline.explain import Explainer, build_explainer, check_methods
+from pipeline.explain._forward import RecordedForward
+from pipeline.explain.base import ReplayingExplainer, record_forward
 from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics, check_threshold, check_tolerance
 
 
@@ -136,6 +138,7 @@ class LocalizationScorer:
         }
         self.faithfulness = {method: ABPC(steps=options.abpc_steps) for method in self.methods}
         self.unboxed = SumMetric()
+        self.recorded: RecordedForward | None = None  # of the last `forward`, until `update` explains it
         self.reset()
 
     @property
@@ -153,11 +156,25 @@ class LocalizationScorer:
             metric.reset()
         self.abpc_budget = self.abpc_images
 
+    @property
+    def can_record(self) -> bool:
+        """Whether `forward` saves a forward pass: some method explains from the prediction's own forward."""
+        return any(isinstance(explainer, ReplayingExplainer) for explainer in self.explainers.values())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits for `images` (B, C), from a forward that also records what the methods need.
+
+        The next `update` of these same images explains from that record (AG-CAM, rollout) instead of running
+        the model again. The forward is the explainers' (eval mode, float32, no autocast), as in a plain call.
+        """
+        self.recorded = record_forward(list(self.explainers.values()), images)
+        return self.recorded.logits
+
     def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> tuple[Cases, dict[str, torch.Tensor]]:
         """Explain and score one batch.
 
         Args:
-            images: (B, C, H, W) the model inputs.
+            images: (B, C, H, W) the model inputs (the tensor given to `forward`: explained from its record).
             logits: (B, classes) the model's logits for them (they decide which cases are correct).
             batch: the batch's annotations (target, boxes, box_labels; mask in mask mode) on the images' device.
 
@@ -170,8 +187,9 @@ class LocalizationScorer:
         masks = case_masks(batch, cases) if self.use_masks else None
         abpc_count = len(images) if self.abpc_budget is None else min(self.abpc_budget, len(images))
         all_maps = {}
+        recorded, self.recorded = self.recorded, None  # a record serves one update: replaying consumes it
         for method, explainer in self.explainers.items():
-            maps = explainer(images, cases.targets)  # (B, K, gh, gw)
+            maps = explainer(images, cases.targets, recorded)  # (B, K, gh, gw)
             self.localization[method].update(
                 maps[valid],
                 None if self.use_masks else cases.scored_boxes,

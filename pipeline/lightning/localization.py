@@ -111,14 +111,20 @@ class LocalizationCallback(pl.Callback):
         self.active = True
         self._start_epoch(trainer, "test")
 
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        """Wholly explained batches: the evaluation step's forward records what the explainers need (no second
+        forward). A batch explained in part is explained by the explainers' own forward over its selected images."""
+        explained = self._explained_images(batch, batch_idx)
+        if explained and all(explained) and self.scorer.can_record and hasattr(pl_module, "evaluation_forward"):
+            pl_module.evaluation_forward = self.scorer.forward
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not self.active or (self.max_batches is not None and batch_idx >= self.max_batches):
-            return
-        selected = self.selected.get(self.split)
-        if selected is None:
-            self._explain_batch(pl_module, outputs, batch)
-            return
-        keep = [image_id in selected for image_id in batch["image_id"]]
+        if hasattr(pl_module, "evaluation_forward"):
+            pl_module.evaluation_forward = None
+        keep = self._explained_images(batch, batch_idx)
         if all(keep):
             self._explain_batch(pl_module, outputs, batch)
         elif any(keep):
@@ -133,6 +139,13 @@ class LocalizationCallback(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._finish_epoch(trainer, pl_module, "test")
+
+    def _explained_images(self, batch: dict, batch_idx: int) -> list[bool]:
+        """Which images of the batch this epoch explains (none when inactive or past max_batches)."""
+        if not self.active or (self.max_batches is not None and batch_idx >= self.max_batches):
+            return [False] * len(batch["image_id"])
+        selected = self.selected.get(self.split)
+        return [selected is None or image_id in selected for image_id in batch["image_id"]]
 
     def _start_epoch(self, trainer: pl.Trainer, split: str) -> None:
         self.split = split

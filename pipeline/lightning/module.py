@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -81,6 +82,9 @@ class ViTClassifier(pl.LightningModule):
         self.model = create_vit(model_name, num_classes, pretrained, weights_path, model_kwargs)
         self.train_accuracy, self.val_accuracy, self.test_accuracy = (self._accuracy() for _ in range(3))
         self.val_map = MultilabelAveragePrecision(num_classes) if multi_label else None
+        # Set by a callback that explains the batch (LocalizationCallback) to a forward that returns the logits and
+        # records what its explainers need, so they do not run the model again; None: the plain forward.
+        self.evaluation_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def input_config(self) -> InputConfig:
@@ -171,7 +175,7 @@ class ViTClassifier(pl.LightningModule):
 
     def _evaluate(self, batch: dict, stage: str, accuracy: Metric) -> dict[str, torch.Tensor]:
         """Loss and accuracy of a val/test batch; logits go to callbacks (the localization callback uses them)."""
-        logits = self(batch["image"])
+        logits = (self.evaluation_forward or self)(batch["image"])
         batch_size = len(logits)
         self.log(
             f"{stage}/loss", self._loss(logits, batch["target"]), prog_bar=True, sync_dist=True, batch_size=batch_size

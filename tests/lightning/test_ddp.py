@@ -1,5 +1,6 @@
 """DDP on CPU (two gloo processes): the same localization metrics and case counts as one process, panel logged once."""
 
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,28 @@ def test_guided_training_runs_under_ddp_in_mixed_precision(tmp_path):
     (epoch,) = [row for row in rows if "train/guided_images" in row]
     assert epoch["train/guided_images"] + epoch["train/unguided_images"] > 0
     assert any("val/loc/agcam/mass_in_box" in row for row in rows)
+
+
+@pytest.mark.ddp
+def test_ddp_bf16_callback_explains_from_the_validation_forward(tmp_path):
+    def validate(devices: int, precision: str, mode: str) -> list[dict]:
+        out = tmp_path / f"{devices}-{precision}-{mode}"
+        out.mkdir()
+        command = [sys.executable, "-m", "tests.helpers.ddp_validate", str(out), str(devices), precision, mode]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_SERVICE", "PL_"))}
+        completed = subprocess.run(
+            command, cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return [json.loads(path.read_text()) for path in sorted(out.glob("rank*.json"))]
+
+    (today,) = validate(1, "32", "separate")  # the explainer's own forward after the validation step's
+    assert today["forwards"] == 2 * today["batches"] == 32 and today["metrics"]["val/loc/agcam/cases"] > 0
+    ranks = validate(2, "bf16-mixed", "record")
+    assert len(ranks) == 2
+    for rank in ranks:
+        assert rank["forwards"] == rank["batches"] == 8  # one forward per batch on each process
+        assert rank["metrics"].keys() == today["metrics"].keys()
+        for key, value in today["metrics"].items():
+            assert rank["metrics"][key] == pytest.approx(value, abs=1e-6), key

@@ -9,7 +9,7 @@ import torch
 from pipeline.data import ShapesSource
 from pipeline.explain import AGCAM
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
-from pipeline.scoring import build_cases
+from pipeline.scoring import LocalizationScorer, build_cases
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
 
@@ -123,9 +123,9 @@ def test_every_n_epochs_and_max_batches():
     calls = []
 
     class CountingAGCAM(AGCAM):
-        def __call__(self, images, target=None):
+        def __call__(self, images, target=None, recorded=None):
             calls.append(len(images))
-            return super().__call__(images, target)
+            return super().__call__(images, target, recorded)
 
     model, data = tiny_setup(train_size=64, val_size=64, batch_size=16)
     callback = LocalizationCallback(every_n_epochs=2, max_batches=2, panel_size=0)
@@ -195,3 +195,24 @@ def test_bad_options_are_refused():
         LocalizationCallback(methods=["gradcam"])
     with pytest.raises(ValueError, match="every_n_epochs"):
         LocalizationCallback(every_n_epochs=0)
+
+
+def test_the_callback_explains_from_the_validation_forward(monkeypatch):
+    def validate(precision):
+        model, data = tiny_setup(val_size=40, batch_size=16)  # 3 validation batches
+        forwards = []
+        model.model.patch_embed.register_forward_hook(lambda *args: forwards.append(1))
+        callback = LocalizationCallback(methods=["agcam", "rollout"], panel_size=0)
+        result = trainer([callback], precision=precision).validate(model, data, verbose=False)[0]
+        return len(forwards), {key: value for key, value in result.items() if key.startswith("val/loc/")}
+
+    forwards, recorded = validate("32")
+    assert forwards == 3  # one forward per batch: the validation step's, which the explainers replay from
+    forwards, mixed = validate("bf16-mixed")
+    assert forwards == 3
+    monkeypatch.setattr(LocalizationScorer, "can_record", property(lambda self: False))
+    forwards, separate = validate("32")
+    assert forwards == 9  # without the record: the validation forward, then one per method
+    assert recorded["val/loc/agcam/cases"] > 0 and recorded.keys() == separate.keys() == mixed.keys()
+    for key, value in separate.items():  # the recorded forward runs in float32 under bf16-mixed too
+        assert recorded[key] == pytest.approx(value, abs=1e-6) and mixed[key] == pytest.approx(value, abs=1e-6), key
