@@ -22,3 +22,5 @@ def test_bench_callback_reports_every_variant(tmp_path):
     assert report["validation_images"] == 32
     assert set(report["step_ratio_to_plain"]) == set(bench_callback.GUIDANCE_VARIANTS)
     assert all(math.isfinite(r) and r > 0 for r in report["step_ratio_to_plain"].values())
+    memory = report["memory"]
+    assert 0 < memory["record_mb"] < memory["training_step_activations_mb"]
