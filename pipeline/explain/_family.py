@@ -44,17 +44,17 @@ class Heads:
     scale: float
     bias: torch.Tensor | None = None  # (1, H, N, T): relative position bias added to the scores
 
-    def scores(self, rows: slice = slice(None), scale_queries: bool = False) -> torch.Tensor:
-        """Pre-softmax scores S = (Q K^T) * d^-0.5 + bias of the query `rows`: (B, H, R, T).
+    def scores(
+        self, rows: slice = slice(None), scale_queries: bool = False, columns: slice = slice(None)
+    ) -> torch.Tensor:
+        """Pre-softmax scores S = (Q K^T) * d^-0.5 + bias of the query `rows` and key `columns`: (B, H, R, C).
 
         By default the product is scaled, as in the authors' reference code; `scale_queries` scales Q first, as
-        timm does, which saves one pass over the (R, T) scores.
+        timm does, which saves one pass over the (R, C) scores.
         """
-        if scale_queries:
-            scores = (self.q[:, :, rows] * self.scale) @ self.k.transpose(-2, -1)
-        else:
-            scores = (self.q[:, :, rows] @ self.k.transpose(-2, -1)) * self.scale
-        return scores if self.bias is None else scores + self.bias[:, :, rows]
+        queries, keys = self.q[:, :, rows], self.k[:, :, columns].transpose(-2, -1)
+        scores = (queries * self.scale) @ keys if scale_queries else (queries @ keys) * self.scale
+        return scores if self.bias is None else scores + self.bias[:, :, rows, columns]
 
     def context(self, fused: bool, dropout_p: float = 0.0) -> torch.Tensor:
         """softmax(S) V: (B, H, N, d), with PyTorch's fused kernel when the model's module uses it."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import Family, Heads, ReadOut, check_images, resolve_targets
@@ -205,6 +206,7 @@ class ContextRecorder(ForwardRecorder):
 
     def __init__(self, family: Family) -> None:
         self.rows, self.prefix = family.readout_rows, family.num_prefix_tokens
+        self.patches = slice(self.prefix, None)
         self.contexts: list[torch.Tensor] = []
         self.row_sigmoids: list[torch.Tensor] = []
         self.patch_values: list[torch.Tensor] = []
@@ -213,10 +215,11 @@ class ContextRecorder(ForwardRecorder):
 
     def attend(self, index: int, heads: Heads, attn_input: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # the attention input is detached: S, A and V are constants
-            scores = heads.scores(scale_queries=True)  # (B, H, T, T)
-            context = scores.softmax(dim=-1) @ heads.v
-            self.row_sigmoids.append(scores.sigmoid_()[:, :, self.rows, self.prefix :])  # S is not needed any more
-        self.patch_values.append(heads.v[:, :, self.prefix :].contiguous())  # a strided V slows dy/dA's matmul 2x
+            scores = heads.scores(self.rows, scale_queries=True, columns=self.patches)  # (B, H, R, P)
+            self.row_sigmoids.append(scores.sigmoid_())  # S itself is not needed any more
+            values = heads.v.contiguous()  # one copy serves the kernel and dy/dA (a strided V slows its matmul 2x)
+            context = F.scaled_dot_product_attention(heads.q, heads.k, values, attn_mask=heads.bias)  # fused
+        self.patch_values.append(values[:, :, self.prefix :])
         self.contexts.append(context.requires_grad_())
         return context
 
