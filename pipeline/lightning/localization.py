@@ -31,7 +31,9 @@ class LocalizationCallback(pl.Callback):
     Only correctly classified cases are scored; `skipped` counts the others. The explainers run on the plain timm
     model (`pl_module.model`) with autograd re-enabled inside Lightning's inference mode, through
     `torch.autograd.grad` only: parameter gradients, optimizer state and DDP gradient buckets are never touched.
-    The same runs on `test` as `test/loc/...`.
+    The same runs on `test` as `test/loc/...`. On the batches it explains, the module's validation forward also
+    records what AG-CAM and rollout need (`ViTClassifier.evaluation_forward`), so they replay from it instead of
+    running the model again; that forward is the explainers' own (float32 under bf16-mixed too).
 
     Args:
         methods: explainers to run side by side: "agcam" (default), "rollout", "lrp", "grad_rollout".
