@@ -14,8 +14,7 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from pipeline.explain import Explainer, build_explainer, check_methods
-from pipeline.explain._forward import RecordedForward
-from pipeline.explain.base import ReplayingExplainer, record_forward
+from pipeline.explain.base import RecordedBatch, ReplayingExplainer, record_batch
 from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics, check_threshold, check_tolerance
 
 
@@ -138,7 +137,7 @@ class LocalizationScorer:
         }
         self.faithfulness = {method: ABPC(steps=options.abpc_steps) for method in self.methods}
         self.unboxed = SumMetric()
-        self.recorded: RecordedForward | None = None  # of the last `forward`, until `update` explains it
+        self.recorded: RecordedBatch | None = None  # of the last `forward`, until `update` explains it
         self.reset()
 
     @property
@@ -167,7 +166,7 @@ class LocalizationScorer:
         The next `update` of these same images explains from that record (AG-CAM, rollout) instead of running
         the model again. The forward is the explainers' (eval mode, float32, no autocast), as in a plain call.
         """
-        self.recorded = record_forward(list(self.explainers.values()), images)
+        self.recorded = record_batch(list(self.explainers.values()), images)
         return self.recorded.logits
 
     def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> tuple[Cases, dict[str, torch.Tensor]]:

@@ -27,7 +27,7 @@ import timm
 import torch
 
 from pipeline.explain import AGCAM
-from pipeline.explain.base import record_forward
+from pipeline.explain.base import record_batch
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
 from pipeline.lightning.cli import AgcamCLI
 
@@ -105,7 +105,7 @@ def memory(model: ViTClassifier, data: ViTDataModule) -> dict[str, float]:
     data.prepare("validate", model.input_config)
     images = next(iter(data.val_dataloader()))["image"]
     explainer = AGCAM(model.model)
-    recorded, graph = saved_for_backward(lambda: record_forward([explainer], images))
+    recorded, graph = saved_for_backward(lambda: record_batch([explainer], images))
     held = [value for value in vars(recorded.recorders[explainer]).values() if isinstance(value, torch.Tensor)]
     held += [t for value in vars(recorded.recorders[explainer]).values() if isinstance(value, list) for t in value]
     model.model.train()

@@ -2,7 +2,7 @@
 
 An explainer's `recorder()` says what it keeps of every block's attention and of the readout; `run_recorded` runs
 the model once with any number of recorders and returns the prediction. That is how an explainer makes its own
-forward, and how the validation step's forward can also serve the explainers (`record_forward`): the logits are
+forward, and how the validation step's forward can also serve the explainers (`base.record_batch`): the logits are
 the model's, and each explainer then replays from what it recorded instead of running the model again.
 """
 
@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
 from pipeline.explain._family import Family, Heads, ReadOut
-
-if TYPE_CHECKING:
-    from pipeline.explain.base import Explainer
 
 # How much of the forward autograd records: nothing; the residual stream with the attention inputs detached (the
 # attention quantities are constants); or all of it (for a loss on the maps).
@@ -83,16 +79,3 @@ def run_recorded(family: Family, images: torch.Tensor, recorders: Sequence[Forwa
     for recorder in recorders:
         recorder.read(tokens, readout)
     return readout
-
-
-@dataclass
-class RecordedForward:
-    """The logits of one forward over `images` and, per explainer that can replay, what it recorded."""
-
-    images: torch.Tensor  # the tensor given to `record_forward` (explain it, and only it, from this record)
-    logits: torch.Tensor  # (B, C), detached
-    recorders: dict[Explainer, ForwardRecorder]  # what each explainer that replays recorded
-
-    def recorder_for(self, explainer: Explainer, images: torch.Tensor) -> ForwardRecorder | None:
-        """The explainer's record of exactly these `images`, or None (then it runs its own forward)."""
-        return self.recorders.get(explainer) if images is self.images else None

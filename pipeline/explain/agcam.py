@@ -12,13 +12,14 @@ readout reads, each in its own residual stream, and reaches only their own atten
 - Class-token readout (the paper's case, r = 0): after one no-grad forward (timm's fused kernel included) the
   class token alone is replayed through the blocks with its attention rows as autograd leaves; its backward is
   1/T of a full backward and touches no weight gradient. K target classes replay as K copies of the class token.
-  The forward can be the validation step's own (`record_forward`): the training callback then pays the replay only.
+  The forward can be the validation step's own (`record_batch`): the training callback then pays the replay only.
 - Pooled readouts (avg/max/avgmax, or timm's attention-pool probe 'map'): every pooled token's row gets a
   gradient. One forward keeps the residual stream in the graph with each block's attention context
-  C = softmax(S) V (from the fused kernel) as a leaf, and S only for the pooled rows over the patch columns; then dy/dA[r] = dy/dC[r] V^T (V is a constant of the detached input), for all rows
-  from one activation-only backward. For 'map' the probe is one more attention layer whose single query row is the
-  readout: its own row enters the map, and its attention over tokens is the readout's weights (gradient reaches
-  the blocks through the probe's values, its attention held fixed like the blocks').
+  C = softmax(S) V (from the fused kernel) as a leaf, and S only for the pooled rows over the patch columns; then
+  dy/dA[r] = dy/dC[r] V^T (V is a constant of the detached input), for all rows from one activation-only backward.
+  For 'map' the probe is one more attention layer whose single query row is the readout: its own row enters the
+  map, and its attention over tokens is the readout's weights (gradient reaches the blocks through the probe's
+  values, its attention held fixed like the blocks').
 """
 
 from __future__ import annotations

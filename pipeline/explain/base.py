@@ -5,12 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from pipeline.explain._family import Family, check_images, patch_grid
-from pipeline.explain._forward import ForwardRecorder, RecordedForward, run_recorded
+from pipeline.explain._forward import ForwardRecorder, run_recorded
 from pipeline.explain._registry import family_of
 from pipeline.modes import eval_mode
 
@@ -36,9 +37,9 @@ class Explainer(ABC):
         self.model = self.family.model  # without a wrapper such as torch.compile's
 
     def __call__(
-        self, images: torch.Tensor, target: torch.Tensor | None = None, recorded: RecordedForward | None = None
+        self, images: torch.Tensor, target: torch.Tensor | None = None, recorded: RecordedBatch | None = None
     ) -> torch.Tensor:
-        """Maps for `images`; `recorded` (internal fast path): replay from the forward `record_forward` ran on them."""
+        """Maps for `images`; `recorded` (internal fast path): replay from the forward `record_batch` ran on them."""
         check_images(self.model, images)
         recorder = None if recorded is None else recorded.recorder_for(self, images)
         with explaining(self.model), self.family.gather.gathering():
@@ -81,7 +82,20 @@ def model_inputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return images.to(next(model.parameters()).dtype)
 
 
-def record_forward(explainers: Sequence[Explainer], images: torch.Tensor) -> RecordedForward:
+@dataclass
+class RecordedBatch:
+    """The logits of one forward over `images` and, per explainer that can replay, what it recorded."""
+
+    images: torch.Tensor  # the tensor given to `record_batch` (explain it, and only it, from this record)
+    logits: torch.Tensor  # (B, C), detached
+    recorders: dict[Explainer, ForwardRecorder]  # what each explainer that replays recorded
+
+    def recorder_for(self, explainer: Explainer, images: torch.Tensor) -> ForwardRecorder | None:
+        """The explainer's record of exactly these `images`, or None (then it runs its own forward)."""
+        return self.recorders.get(explainer) if images is self.images else None
+
+
+def record_batch(explainers: Sequence[Explainer], images: torch.Tensor) -> RecordedBatch:
     """The model's logits for `images` from one forward that also records what each replaying explainer needs.
 
     The internal fast path of a validation step that is explained afterwards: `explainer(images, target,
@@ -91,12 +105,12 @@ def record_forward(explainers: Sequence[Explainer], images: torch.Tensor) -> Rec
     """
     model, family = explainers[0].model, explainers[0].family
     if any(explainer.model is not model for explainer in explainers):
-        raise ValueError("record_forward shares one forward: every explainer must explain the same model")
+        raise ValueError("record_batch shares one forward: every explainer must explain the same model")
     check_images(model, images)
     recorders = {e: e.recorder() for e in explainers if isinstance(e, ReplayingExplainer)}
     with explaining(model), family.gather.gathering():
         readout = run_recorded(family, model_inputs(model, images), list(recorders.values()))
-    return RecordedForward(images, readout.logits.detach(), recorders)
+    return RecordedBatch(images, readout.logits.detach(), recorders)
 
 
 def as_patch_grid(

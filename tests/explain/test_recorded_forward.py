@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.explain import AGCAM, AttentionRollout, GradientRollout
-from pipeline.explain.base import record_forward
+from pipeline.explain.base import record_batch
 from tests.helpers.models import tiny_vit
 
 READOUTS = {
@@ -37,7 +37,7 @@ def test_one_forward_gives_the_models_logits_and_a_plain_calls_maps(readout, bf1
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16_autocast else nullcontext()
     with torch.inference_mode(), autocast:  # as in a Lightning validation step under bf16-mixed
         batch = images.clone()
-        recorded = record_forward(explainers, batch)
+        recorded = record_batch(explainers, batch)
         replayed = [explainer(batch, targets, recorded) for explainer in explainers[:2]]
         assert len(forwards) == 1  # AG-CAM and rollout replay from the recorded forward
         replayed.append(explainers[2](batch, targets, recorded))
