@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-from pipeline.data.images import load_rgb
 from timm.data import create_transform
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.io import decode_jpeg, read_file
 
-from pipeline.data.imagenet import ImageNetSource
+from pipeline.data import ImageNetSource
+from pipeline.data.decoding import load_rgb
 from pipeline.data.splits import DatasetSplits, TransformedDataset
 from pipeline.data.transforms import Augmentation, SampleTransform
 from pipeline.inputs import InputConfig
