@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.files import atomic_write
+
 GT_COLOR = (0, 255, 0)  # RGB
 PRED_COLOR = (255, 64, 64)
 
@@ -64,8 +66,8 @@ def render_overlay(
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
-    """Write an (H, W, 3) uint8 RGB array as PNG, creating the folder."""
+    """Write an (H, W, 3) uint8 RGB array as PNG atomically, creating the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(path)
+    with atomic_write(path) as file:
+        Image.fromarray(picture).save(file, format="PNG")
     return path

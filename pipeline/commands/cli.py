@@ -40,6 +40,7 @@ from pipeline.explained import (
     export_checkpoint,
     load_explained,
 )
+from pipeline.files import describe_os_error
 from pipeline.scoring import ScoringOptions
 
 COMMANDS = ("export", "explain", "evaluate", "data")
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--batch_size", type=int, default=16)
     explain.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     explain.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --out")
+    explain.add_argument(
+        "--resume", action="store_true", help="keep the images an interrupted run into --out finished, do the rest"
+    )
 
     evaluate = commands.add_parser("evaluate", help="the paper's localization table on a dataset split")
     evaluate.add_argument("--model", help="an explained checkpoint or a Lightning .ckpt")
@@ -104,7 +108,10 @@ def run_command(argv: Sequence[str]) -> int:
     run = {"export": run_export, "explain": run_explain, "evaluate": run_evaluate}[args.command]
     try:
         return run(args)
-    except (OSError, ValueError) as error:  # bad files, configs and arguments: the message names them
+    except OSError as error:  # missing or unreadable files, a full disk: the path and the problem
+        print(f"agcam {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # bad files, configs and arguments: the message names them
         print(f"agcam {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -127,7 +134,7 @@ def run_explain(args: argparse.Namespace) -> int:
         threshold=model.threshold if args.threshold is None else args.threshold,
         batch_size=args.batch_size,
     )
-    report = explain_files(model, args.inputs, args.out, request, overwrite=args.overwrite)
+    report = explain_files(model, args.inputs, args.out, request, overwrite=args.overwrite, resume=args.resume)
     print(f"{report.written} explanation(s) written to {args.out} (rows: {Path(args.out) / ROWS_FILE})")
     if report.failed:
         print(f"{len(report.failed)} file(s) could not be read:", file=sys.stderr)

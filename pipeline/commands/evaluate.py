@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
+from pipeline.files import atomic_write
 from pipeline.metrics import REPORTED_SCORES
 from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
 
@@ -157,12 +158,12 @@ def write_evaluation(results: dict[str, Any], out_dir: str | Path) -> tuple[Path
         (json path, csv path).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = (out_dir / name for name in EVALUATION_FILES)
-    json_path.write_text(json.dumps(results, indent=2, allow_nan=False))
     rows = [{"method": method, **row} for method, row in results["methods"].items()]
-    with csv_path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+    # both written to temporary files first: a failure (a full disk) leaves neither, so a retry is not refused
+    with atomic_write(json_path, "w") as json_file, atomic_write(csv_path, "w", newline="") as csv_file:
+        json_file.write(json.dumps(results, indent=2, allow_nan=False))
+        writer = csv.DictWriter(csv_file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return json_path, csv_path

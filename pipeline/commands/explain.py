@@ -4,16 +4,18 @@ Files are read through the dataset readers (`pipeline.data.folder`), so decoding
 training. Heatmaps and boxes are at each file's own resolution: the raw map is upsampled to the original image, so
 boxes are in the file's pixel coordinates. A file that does not decode is reported and skipped; the others are
 still written. Every output path is decided, and checked against the inputs and existing files, before anything
-is written.
+is written; each image's files are written atomically and its row appended at once, so `--resume` can go on after
+an interruption.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from pipeline.data.folder import UNLABELLED, folder_records
 from pipeline.data.transforms import SampleTransform
 from pipeline.explain import check_methods
 from pipeline.explained import ExplainedModel
+from pipeline.files import atomic_write, os_error_naming, write_text
 from pipeline.metrics import check_threshold, heatmap_boxes, normalize_heatmaps
 from pipeline.render import render_overlay, save_png
 
@@ -113,7 +116,7 @@ def check_outputs(inputs: Sequence[str | Path], records: Sequence[SampleRecord],
     clashes = [path for path in paths if path.resolve() in input_paths]
     if clashes:
         raise ValueError(f"{clashes[0]} is an input image and would be overwritten; choose another --out")
-    refuse_existing(paths, overwrite)
+    refuse_existing(paths, overwrite, alternative="pass --resume to keep the images an earlier run finished")
 
 
 def explain_files(
@@ -122,8 +125,12 @@ def explain_files(
     out_dir: str | Path,
     request: ExplainRequest,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> ExplainReport:
     """Explain every image in `inputs`; write `<name>.png` (overlay), `<name>.npy` (raw map) and a row each.
+
+    Each image's PNG and NPY are written atomically and then its rows are appended to `explanations.jsonl` and
+    flushed, so an interrupted or failed run keeps every image it finished; `resume` goes on from there.
 
     Args:
         model: the explained model.
@@ -131,38 +138,78 @@ def explain_files(
         out_dir: where the outputs go (`explanations.jsonl` holds the rows, one per explanation or failed file).
         request: method, target or top-k, threshold, batch size.
         overwrite: replace outputs of an earlier run (inputs are never replaced).
+        resume: keep the finished images of an earlier run into `out_dir` (their rows and files), explain the rest.
 
     Returns:
-        The report: explanations written, files that failed.
+        The report: explanations written (finished earlier ones not counted), files that failed.
     """
     out_dir = Path(out_dir)
     records, names = input_records(inputs)
     targets_per_image = 1 if request.target is not None else min(request.topk, len(model.class_names))
     stems = output_stems(names, targets_per_image)
-    paths = [out_dir / ROWS_FILE] + [
-        out_dir / f"{stem}{suffix}" for row in stems for stem in row for suffix in OUTPUT_SUFFIXES
-    ]
-    check_outputs(inputs, records, out_dir, paths, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_path = out_dir / ROWS_FILE
+    kept_rows = finished_rows(rows_path, out_dir) if resume else []
+    finished = {row["overlay"].removesuffix(".png") for row in kept_rows}
+    todo = [index for index in range(len(records)) if not set(stems[index]) <= finished]
+    paths = [out_dir / f"{stem}{suffix}" for index in todo for stem in stems[index] for suffix in OUTPUT_SUFFIXES]
+    check_outputs(inputs, records, out_dir, ([] if resume else [rows_path]) + paths, overwrite or resume)
+    if resume:  # the finished rows only: a torn last line or an earlier failure's row would be repeated
+        write_text(rows_path, "".join(json.dumps(row, allow_nan=False) + "\n" for row in kept_rows))
     dataset = RawSampleDataset(records)
     transform = SampleTransform(model.input_config)
     report = ExplainReport()
-    with (out_dir / ROWS_FILE).open("w") as rows, tqdm(total=len(records), desc="explain", unit="image") as progress:
-        for start in range(0, len(records), request.batch_size):
-            decoded = []
-            for index in range(start, min(start + request.batch_size, len(records))):
-                try:
-                    decoded.append((dataset[index], stems[index]))
-                except BadSampleError as error:
-                    tqdm.write(f"skipped {error}", file=sys.stderr)
-                    report.failed.append((error.path, error.reason))
-                    rows.write(json.dumps({"file": error.path, "error": error.reason}) + "\n")
-            if decoded:
-                for row in _explain_batch(model, decoded, out_dir, request, transform, targets_per_image):
-                    rows.write(json.dumps(row, allow_nan=False) + "\n")
-                    report.written += 1
-            progress.update(min(request.batch_size, len(records) - start))
+    with os_error_naming(rows_path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = rows_path.open("a" if resume else "w")
+    try:
+        with rows, tqdm(total=len(todo), desc="explain", unit="image") as progress:
+            for start in range(0, len(todo), request.batch_size):
+                decoded = []
+                for index in todo[start : start + request.batch_size]:
+                    try:
+                        decoded.append((dataset[index], stems[index]))
+                    except BadSampleError as error:
+                        tqdm.write(f"skipped {error}", file=sys.stderr)
+                        report.failed.append((error.path, error.reason))
+                        _append_row(rows, rows_path, {"file": error.path, "error": error.reason})
+                if decoded:
+                    for image_rows in _explain_batch(model, decoded, out_dir, request, transform, targets_per_image):
+                        for row in image_rows:
+                            _append_row(rows, rows_path, row)
+                        report.written += len(image_rows)
+                progress.update(min(request.batch_size, len(todo) - start))
+    except BaseException as error:
+        kept = len(kept_rows) + report.written
+        if not kept and not report.failed:
+            rows_path.unlink(missing_ok=True)  # no empty rows file left behind
+        elif isinstance(error, OSError) and error.errno is not None:
+            problem = f"{error.strerror}; the {kept} explanation(s) finished are kept: rerun with --resume for the rest"
+            raise type(error)(error.errno, problem, error.filename) from error
+        raise
     return report
+
+
+def finished_rows(rows_path: Path, out_dir: Path) -> list[dict]:
+    """The rows of an earlier run whose overlay and map files exist (failed files and a torn last line dropped)."""
+    if not rows_path.is_file():
+        return []
+    kept = []
+    for line in rows_path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line a kill interrupted
+        outputs = [row.get("overlay"), row.get("map")]
+        if all(isinstance(name, str) and (out_dir / name).is_file() for name in outputs):
+            kept.append(row)
+    return kept
+
+
+def _append_row(rows: IO[str], rows_path: Path, row: dict) -> None:
+    """One JSON row, flushed to the file at once: a later failure or kill does not lose it."""
+    with os_error_naming(rows_path):
+        rows.write(json.dumps(row, allow_nan=False) + "\n")
+        rows.flush()
 
 
 def _explain_batch(
@@ -172,16 +219,16 @@ def _explain_batch(
     request: ExplainRequest,
     transform: SampleTransform,
     targets_per_image: int,
-) -> list[dict]:
-    """Explain decoded (raw sample, output stems) images together; write their outputs and return their rows."""
+) -> Iterator[list[dict]]:
+    """Explain decoded (raw sample, output stems) images together; write each image's outputs, then yield its rows."""
     images = torch.stack([transform(sample)["image"] for sample, _ in decoded])
     if request.target is not None:
         targets = torch.full((len(images), 1), request.target)
     else:
         targets = model.predict(images).probs.topk(targets_per_image, dim=-1).indices  # (B, K)
     explanation = model.explain(images, targets, request.method)  # maps (B, K, gh, gw)
-    rows = []
     for i, (sample, image_stems) in enumerate(decoded):
+        rows = []
         for rank, stem in enumerate(image_stems):
             class_name = model.class_names[int(targets[i, rank])]
             score = float(explanation.scores[i, rank])
@@ -196,7 +243,7 @@ def _explain_batch(
                 "class_index": int(targets[i, rank]),
             }
             rows.append({**row, "score": score, **outputs})
-    return rows
+        yield rows
 
 
 def _write_explanation(
@@ -208,6 +255,6 @@ def _write_explanation(
     boxes.sort(key=lambda box: (box[2] - box[0]) * (box[3] - box[1]), reverse=True)
     overlay = render_overlay(rgb, heatmap[0], pred_boxes=torch.tensor(boxes), caption=caption)
     overlay_path = save_png(overlay, out_dir / f"{stem}.png")
-    map_path = out_dir / f"{stem}.npy"
-    np.save(map_path, raw_map.detach().cpu().numpy())
+    with atomic_write(out_dir / f"{stem}.npy") as file:
+        np.save(file, raw_map.detach().cpu().numpy())
     return {"boxes": boxes, "overlay": overlay_path.relative_to(out_dir).as_posix(), "map": f"{stem}.npy"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import Any
 import timm
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 import pipeline
 from pipeline.explained.card import CARD_KEYS, CARD_METADATA_KEY, FORMAT_NAME, FORMAT_VERSION, HASH_KEY, ExplainedCard
 from pipeline.explained.model import ExplainedModel
+from pipeline.files import write_bytes
 from pipeline.models import load_state_dict_strictly
 
 
@@ -69,11 +69,7 @@ def save_explained(path: str | Path, model: nn.Module, card: ExplainedCard) -> P
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     card_dict = card.to_dict()
     hashed_card = {**card_dict, HASH_KEY: content_hash(tensors, card_dict)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a crash never leaves a half-written file under `path`
-    save_file(tensors, partial, metadata={CARD_METADATA_KEY: json.dumps(hashed_card)})
-    os.replace(partial, path)
-    return path
+    return write_bytes(path, save(tensors, metadata={CARD_METADATA_KEY: json.dumps(hashed_card)}))
 
 
 def read_card(path: str | Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.data.inventory import SplitInventory, split_inventory
 from pipeline.explained import VALIDATION_KEY
+from pipeline.files import write_text
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
 
 WANDB_ID_KEY = "wandb_run_id"
@@ -91,9 +92,7 @@ class RunSummary(pl.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         summary = self.collect(trainer)
-        path = run_folder(trainer) / "summary.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2))
+        path = write_text(run_folder(trainer) / "summary.json", json.dumps(summary, indent=2))
         print(format_summary(summary, path))
 
     @staticmethod
