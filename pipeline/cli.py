@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from pipeline.checkpoints import CheckpointError
 from pipeline.commands.cli import COMMANDS, run_command
 from pipeline.data import BadSampleError, LayoutError
+from pipeline.files import describe_os_error
 
 
 def main(args: list[str] | None = None) -> None:
@@ -18,10 +21,19 @@ def main(args: list[str] | None = None) -> None:
         return
     from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
 
+    command = f"agcam {argv[0] if argv else 'fit'}"
     try:
-        explained = ",".join(command for command in COMMANDS if command != "data")
+        explained = ",".join(name for name in COMMANDS if name != "data")
         epilog = f"Explained checkpoints: agcam {{{explained}}} --help; a dataset check: agcam data --help"
         run_lightning_cli(args, epilog=epilog)
     except (LayoutError, BadSampleError) as error:  # the user's data: the message says what and where
         print(f"agcam: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except CheckpointError as error:  # a bad --ckpt_path: the file, the problem, the other checkpoints
+        print(f"{command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:  # a full disk, an unwritable folder, a missing file: the path and the problem
+        written = str(error.filename2 or error.filename or "")
+        what = "W&B logging failed (the checkpoints are valid): " if "wandb" in Path(written).parts else ""
+        print(f"{command}: error: {what}{describe_os_error(error)}", file=sys.stderr)
         raise SystemExit(2) from None

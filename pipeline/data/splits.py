@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.data.sampling import ignore_stop_signals, sample_seed
 from pipeline.data.source import SPLITS, ImageSource
 from pipeline.data.transforms import Augmentation, SampleTransform
 from pipeline.inputs import InputConfig
@@ -20,18 +21,27 @@ STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
 
 
 class TransformedDataset(Dataset):
-    """A raw dataset seen through a SampleTransform; a sample its reader skipped (None) stays None."""
+    """A raw dataset seen through a SampleTransform; a sample its reader skipped (None) stays None.
 
-    def __init__(self, raw: Dataset, transform: SampleTransform) -> None:
+    Indexed by an (epoch, index) pair (`EpochSampler`), the augmentation is seeded by (seed, epoch, index).
+    """
+
+    def __init__(self, raw: Dataset, transform: SampleTransform, seed: int = 0) -> None:
         self.raw = raw
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         sample = self.raw[index]
-        return None if sample is None else self.transform(sample)
+        if sample is None:
+            return None
+        if epoch is not None and self.transform.augmentation is not None:
+            self.transform.reseed(sample_seed(self.seed, epoch, index))
+        return self.transform(sample)
 
 
 def collate_samples(samples: Sequence[dict | None]) -> dict[str, Any]:
@@ -59,12 +69,6 @@ def collate_samples(samples: Sequence[dict | None]) -> dict[str, Any]:
     return batch
 
 
-def reseed_augmentation(worker_id: int) -> None:
-    """Each DataLoader worker draws its own augmentations (torch seeds workers differently every epoch)."""
-    dataset = get_worker_info().dataset
-    dataset.transform.reseed(torch.initial_seed() % 2**32)
-
-
 class DatasetSplits:
     """Loaders over an ImageSource (the shapes data, ImageNet, VOC, CUB, COCO-JSON, a folder), for one model input.
 
@@ -79,7 +83,7 @@ class DatasetSplits:
         image_size: model input (H, W); None takes it from the model.
         mean: normalization mean; None takes it from the model.
         std: normalization std; None takes it from the model.
-        seed: seed of the augmentation when loading in the main process (num_workers=0).
+        seed: seed of the training order and augmentation, drawn per (seed, epoch, sample index) (`EpochSampler`).
         predict_split: the split `predict` runs over.
     """
 
@@ -144,7 +148,7 @@ class DatasetSplits:
             if split not in self.datasets:
                 augmentation = self.augmentation if split == "train" else None
                 transform = SampleTransform(self.input_config, augmentation, seed=self.seed)
-                self.datasets[split] = TransformedDataset(self.source.dataset(split), transform)
+                self.datasets[split] = TransformedDataset(self.source.dataset(split), transform, self.seed)
 
     def loader(self, split: str, shuffle: bool = False, sampler: Sampler | None = None) -> DataLoader:
         """Batches of `split` (prepared first); `sampler` e.g. to split evaluation between processes."""
@@ -158,7 +162,7 @@ class DatasetSplits:
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
-            worker_init_fn=reseed_augmentation if self.num_workers else None,
+            worker_init_fn=ignore_stop_signals if self.num_workers else None,
             persistent_workers=self.num_workers > 0,
         )
 

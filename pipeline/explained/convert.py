@@ -7,13 +7,12 @@ is rebuilt from the hyper-parameters the checkpoint records. Lightning itself is
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 
+from pipeline.checkpoints import load_checkpoint_file
 from pipeline.explained.card import ExplainedCard
 from pipeline.explained.files import save_explained
 from pipeline.explained.model import ExplainedModel
@@ -33,22 +32,11 @@ def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Returns:
         The checkpoint dict, with at least `hyper_parameters` and `state_dict`.
+
+    Raises:
+        CheckpointError: (a ValueError) naming the file, what is wrong with it and the other checkpoints beside it.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-    ) as error:  # what torch raises for non-checkpoints
-        problem = f"torch.load(weights_only=True) failed with {type(error).__name__}"  # its text advises unsafe loading
-        raise ValueError(f"{path}: not a readable Lightning checkpoint ({problem})") from None
-    if not isinstance(checkpoint, dict) or not {"hyper_parameters", "state_dict"} <= checkpoint.keys():
-        raise ValueError(f"{path}: not a Lightning checkpoint of a ViTClassifier (no hyper_parameters / state_dict)")
-    return checkpoint
+    return load_checkpoint_file(path, required=("hyper_parameters", "state_dict"))
 
 
 def explained_from_lightning(path: str | Path) -> ExplainedModel:
@@ -71,6 +59,12 @@ def explained_from_lightning(path: str | Path) -> ExplainedModel:
     load_state_dict_strictly(model, weights, str(path))
     validation = dict(checkpoint.get(VALIDATION_KEY) or {})
     recorded_input = validation.pop("input", None)
+    if validation:  # which checkpoint the weights are, beside the validation (of that same step) they carry
+        validation["checkpoint"] = {
+            "file": Path(path).name,
+            "epoch": checkpoint.get("epoch"),
+            "global_step": checkpoint.get("global_step"),
+        }
     explainer = checkpoint.get(EXPLAINER_KEY) or {}
     card = ExplainedCard(
         timm_model=hparams["model_name"],

@@ -8,6 +8,7 @@ from pytorch_lightning.strategies import ModelParallelStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from pipeline.data.sampling import EpochSampler
 from pipeline.data.splits import DatasetSplits
 
 
@@ -15,17 +16,37 @@ class ViTDataModule(DatasetSplits, pl.LightningDataModule):
     """Train/val/test loaders over an ImageSource; the arguments are `DatasetSplits`'.
 
     Image size and normalization come from the ViTClassifier it is trained with (timm's pretrained config), unless
-    set here. Under DDP each evaluation sample is seen exactly once across processes.
+    set here. Training order and augmentation come from (seed, epoch, sample index) (`EpochSampler`), and a
+    mid-epoch checkpoint records how far its epoch got, so a resumed run sees the samples the uninterrupted run saw.
+    Under DDP each evaluation sample is seen exactly once across processes.
     """
 
     skipped_samples = 0  # unreadable samples dropped from batches so far (counted per process)
+    _resume_position: tuple[int, int] | None = None  # (epoch, samples) of a mid-epoch checkpoint being resumed
 
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
         self.prepare(stage, getattr(module, "input_config", None))
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = EpochSampler(self.datasets["train"], num_replicas=world_size, rank=rank, seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+        return self.loader("train", sampler=sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the current epoch stands when a checkpoint is saved mid-epoch (a preemption): its epoch and the
+        samples this process already trained on, so the resumed epoch goes on with the next one."""
+        if self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if not 0 < done < self.trainer.num_training_batches:
+            return {}  # at an epoch boundary the next epoch starts from its beginning
+        return {"epoch": self.trainer.current_epoch, "samples": done * self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = (state_dict["epoch"], state_dict["samples"]) if state_dict else None
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

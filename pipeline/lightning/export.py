@@ -66,6 +66,7 @@ class ExportExplained(pl.Callback):
             raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
         self.checkpoint = checkpoint
         self.filename = filename
+        self.exported: dict[str, Any] | None = None  # what was exported from where (RunSummary reports it)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -77,9 +78,17 @@ class ExportExplained(pl.Callback):
         out = run_folder(trainer) / self.filename
         if Path(ckpt_path).is_dir():  # sharded: every process's shard file is in the folder
             with tempfile.TemporaryDirectory(dir=out.parent) as folder:
-                path = export_checkpoint(consolidate_checkpoint(Path(ckpt_path), Path(folder) / "full.ckpt"), out)
+                consolidated = consolidate_checkpoint(Path(ckpt_path), Path(folder) / Path(ckpt_path).name)
+                path = export_checkpoint(consolidated, out)  # (named as its source: the card names that file)
         else:
             path = export_checkpoint(ckpt_path, out)
+        source = read_card(path)["validation"] or {}
+        self.exported = {
+            "path": str(path),
+            "from": str(ckpt_path),
+            "kind": "best" if best else "last",
+            **{key: (source.get("checkpoint") or {}).get(key) for key in ("epoch", "global_step")},
+        }
         logger = wandb_logger(trainer)
         if logger is not None:
             log_wandb_artifact(logger.experiment, path, aliases=["latest", self.checkpoint])

@@ -9,11 +9,19 @@ from pytorch_lightning.loggers import WandbLogger
 
 
 def run_folder(trainer: pl.Trainer) -> Path:
-    """Where a run's checkpoints live; summary.json, heatmap panels and model.agcam go beside them."""
+    """Where a run's checkpoints live; summary.json, config.yaml, heatmap panels and model.agcam go beside them.
+
+    Before the checkpoint callback has resolved its folder (at setup), the folder it will resolve: Lightning's
+    `<save_dir>/<name>/<version>` of the first logger.
+    """
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.dirpath:
         return Path(checkpoint.dirpath).parent
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+    return Path(trainer.default_root_dir)
 
 
 def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:

@@ -83,6 +83,12 @@ class RunSummary(pl.Callback):
                 {f"data/{split}/{key}": value for split, counts in inventory.items() for key, value in _counts(counts)}
             )
 
+    validated_at: dict[str, int] | None = None  # epoch and step of the latest validation (the metrics reported)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_at = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         logger = wandb_logger(trainer)
         if logger is not None:
@@ -92,6 +98,9 @@ class RunSummary(pl.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         summary = self.collect(trainer)
+        summary["metrics_from"] = self.validated_at
+        exported = [cb.exported for cb in trainer.callbacks if getattr(cb, "exported", None) is not None]
+        summary["explained_checkpoint"] = exported[0] if exported else None
         path = write_text(run_folder(trainer) / "summary.json", json.dumps(summary, indent=2))
         print(format_summary(summary, path))
 
@@ -127,6 +136,9 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
         if name.startswith(("val/", "test/")):
             lines.append(f"  {name:<32} {value:.4f}")
     lines.extend(f"  {counts['note']}" for counts in summary.get("data", {}).values())
+    if summary.get("metrics_from"):
+        where = summary["metrics_from"]
+        lines.insert(1, f"  metrics of the last validation (epoch {where['epoch']}, step {where['global_step']}):")
     lines.append(f"  best checkpoint: {summary['best_checkpoint']}")
     lines.append(f"  last checkpoint: {summary['last_checkpoint']}")
     if summary["wandb_run_dir"]:
@@ -136,6 +148,12 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
             f"  bad input: {summary['skipped_samples']} unreadable images skipped, "
             f"{summary['skipped_annotations']} samples/boxes dropped while indexing, "
             f"{summary['clipped_boxes']} boxes clipped"
+        )
+    if summary.get("explained_checkpoint"):
+        exported = summary["explained_checkpoint"]
+        lines.append(
+            f"  explained checkpoint: {exported['path']} (the {exported['kind']} checkpoint: epoch "
+            f"{exported['epoch']}, step {exported['global_step']})"
         )
     lines.append(f"  summary: {path}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
@@ -79,6 +80,14 @@ class LocalizationWatch(pl.Callback):
         )
         if trainer.logger is not None:
             trainer.logger.log_metrics({"val/shortcut_suspected": float(self.verdict is not None)}, trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history so far, saved in every checkpoint: a resumed run judges the whole run, not its tail."""
+        return {"history": [list(pair) for pair in self.history], "verdict": self.verdict}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [(float(accuracy), float(localization)) for accuracy, localization in state_dict["history"]]
+        self.verdict = state_dict["verdict"]
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
