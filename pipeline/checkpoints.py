@@ -9,6 +9,7 @@ Loading never executes code from the file (`weights_only=True`), and its errors 
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -48,9 +49,10 @@ def content_hash(checkpoint: Mapping[str, Any]) -> str:
 
 def save_checkpoint_file(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write `checkpoint` with its content hash to `path` atomically (the previous file stays whole until then)."""
-    hashed = {**checkpoint, CONTENT_HASH_KEY: content_hash(checkpoint)}
+    buffer = io.BytesIO()  # serialized first: torch's zip writer turns a failed write (ENOSPC) into a RuntimeError
+    torch.save({**checkpoint, CONTENT_HASH_KEY: content_hash(checkpoint)}, buffer)
     with atomic_write(path) as file:
-        torch.save(hashed, file)
+        file.write(buffer.getbuffer())
     return Path(path)
 
 

@@ -12,15 +12,18 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.explained import export_checkpoint, read_card
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
+from pipeline.lightning.wandb_offline import stage_in_run_folder
 
 
-def log_wandb_artifact(run: Any, path: str | Path, aliases: list[str] | None = None) -> Any:
+def log_wandb_artifact(run: Any, path: str | Path, aliases: list[str] | None = None, staged: Path | None = None) -> Any:
     """Log an explained checkpoint to a W&B run as a `model` artifact whose metadata is the card (offline too).
 
     Args:
         run: the wandb run (`WandbLogger.experiment`).
         path: the explained checkpoint.
         aliases: artifact aliases, e.g. ["latest", "best"].
+        staged: a copy of `path` nothing will change before `wandb sync` (`stage_in_run_folder`): W&B uploads it
+            from there instead of copying the file into its staging folder in the user's home.
 
     Returns:
         The logged wandb.Artifact.
@@ -34,7 +37,10 @@ def log_wandb_artifact(run: Any, path: str | Path, aliases: list[str] | None = N
         description=f"{card['timm_model']} explained checkpoint ({len(card['class_names'])} classes)",
         metadata=card,
     )
-    artifact.add_file(str(path), name=Path(path).name)
+    if staged is None:
+        artifact.add_file(str(path), name=Path(path).name)
+    else:
+        artifact.add_file(str(staged), name=Path(path).name, policy="immutable")
     return run.log_artifact(artifact, aliases=aliases or ["latest"])
 
 
@@ -86,10 +92,13 @@ class ExportExplained(pl.Callback):
         self.exported = {
             "path": str(path),
             "from": str(ckpt_path),
-            "kind": "best" if best else "last",
+            "kind": "best" if ckpt_path == best else "last",
             **{key: (source.get("checkpoint") or {}).get(key) for key in ("epoch", "global_step")},
         }
         logger = wandb_logger(trainer)
         if logger is not None:
-            log_wandb_artifact(logger.experiment, path, aliases=["latest", self.checkpoint])
+            staged = stage_in_run_folder(
+                path, run_folder(trainer), f"{path.stem}-step{trainer.global_step}{path.suffix}"
+            )
+            log_wandb_artifact(logger.experiment, path, aliases=["latest", self.checkpoint], staged=staged)
         print(f"Explained checkpoint: {path} (from {ckpt_path})")

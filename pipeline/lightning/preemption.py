@@ -65,7 +65,7 @@ class Preemption(pl.Callback):
         checkpoint = trainer.checkpoint_callback
         folder = Path(checkpoint.dirpath) if checkpoint is not None and checkpoint.dirpath else run_folder(trainer)
         self.checkpoint = folder / self.filename
-        trainer.save_checkpoint(self.checkpoint)  # every process takes part; rank 0 writes
+        trainer.save_checkpoint(self.checkpoint, weights_only=False)  # every process takes part; rank 0 writes
         self._finish_wandb(trainer)
         self._report(trainer)
 

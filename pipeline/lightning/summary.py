@@ -15,6 +15,7 @@ from pipeline.data.inventory import SplitInventory, split_inventory
 from pipeline.explained import VALIDATION_KEY
 from pipeline.files import write_text
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
+from pipeline.lightning.wandb_offline import WriteFailures, continue_steps
 
 WANDB_ID_KEY = "wandb_run_id"
 
@@ -85,6 +86,17 @@ class RunSummary(pl.Callback):
 
     validated_at: dict[str, int] | None = None  # epoch and step of the latest validation (the metrics reported)
 
+    def __init__(self) -> None:
+        self.wandb_failures = WriteFailures()
+
+    @rank_zero_only
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        logger = wandb_logger(trainer)
+        if stage == "fit" and logger is not None:
+            run = logger.experiment
+            continue_steps(run, Path(run.dir).parent.parent)  # a resumed run id: after its earlier offline rows
+            self.wandb_failures.attach()
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.validated_at = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
@@ -103,6 +115,7 @@ class RunSummary(pl.Callback):
         summary["explained_checkpoint"] = exported[0] if exported else None
         path = write_text(run_folder(trainer) / "summary.json", json.dumps(summary, indent=2))
         print(format_summary(summary, path))
+        self.wandb_failures.raise_if_any()
 
     @staticmethod
     def collect(trainer: pl.Trainer) -> dict[str, Any]:

@@ -1,44 +1,13 @@
 """Read what an offline W&B run logged, straight from its `run-<id>.wandb` file (no account, no network).
 
-The file is LevelDB's log format (32 KiB blocks of CRC-framed chunks) after a 7-byte W&B header; each
-reassembled chunk is a wandb `Record` protobuf. wandb 0.31 ships no public reader for it.
+The file format is read by `pipeline.lightning.wandb_offline.read_records`; wandb 0.31 ships no public reader.
 """
 
 import json
-import struct
 import time
 from pathlib import Path
 
-from wandb.proto import wandb_internal_pb2
-
-BLOCK_SIZE = 32 * 1024
-HEADER_SIZE = 7  # b":W&B" + magic + version
-CHUNK_HEADER = struct.Struct("<IHB")  # crc32, length, type
-FULL, LAST = 1, 4
-
-
-def read_records(path: Path) -> list:
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
-    records, pending, position = [], b"", HEADER_SIZE
-    while position + CHUNK_HEADER.size <= len(data):
-        left_in_block = BLOCK_SIZE - position % BLOCK_SIZE
-        if left_in_block < CHUNK_HEADER.size:
-            position += left_in_block
-            continue
-        _, length, kind = CHUNK_HEADER.unpack_from(data, position)
-        if length == 0 and kind == 0:  # zero padding up to the block end
-            position += left_in_block
-            continue
-        start = position + CHUNK_HEADER.size
-        pending += data[start : start + length]
-        position = start + length
-        if kind in (FULL, LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
+from pipeline.lightning.wandb_offline import read_records
 
 
 def finished_records(run_file: Path, timeout: float = 600.0) -> list:
