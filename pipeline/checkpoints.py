@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -81,7 +80,9 @@ def load_checkpoint_file(
         raise CheckpointError(path, "the file is empty (a write that never finished)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only is not False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
+    except OSError:
+        raise
+    except Exception as error:  # garbage makes torch's unpickler raise anything (IndexError, UnpicklingError, ...)
         raise CheckpointError(path, _unreadable(path, error)) from None  # torch's text advises unsafe loading
     if not isinstance(checkpoint, dict):
         raise CheckpointError(path, f"not a Lightning checkpoint (it holds a {type(checkpoint).__name__}, not a dict)")
