@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +59,34 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """`path` holds exactly `text` (UTF-8), or (on failure) what it held before."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_all(contents: Mapping[Path, bytes]) -> list[Path]:
+    """Several files that belong together: each written to a temporary file and synced, and only when every one
+    is whole are they renamed into place, so a failure (a full disk) leaves none of them, not some."""
+    written: list[tuple[Path, str]] = []
+    try:
+        for path, data in contents.items():
+            with os_error_naming(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+                written.append((path, temporary))
+                os.fchmod(handle, 0o666 & ~_UMASK)
+                with open(handle, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+        for path, temporary in written:
+            with os_error_naming(path):
+                os.replace(temporary, path)
+        for folder in {path.parent for path in contents}:
+            _fsync_folder(folder)
+    except BaseException:
+        for _, temporary in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        raise
+    return list(contents)
 
 
 @contextlib.contextmanager

@@ -10,8 +10,7 @@ import torch
 
 from pipeline.checkpoints import CONTENT_HASH_KEY, CheckpointError, load_checkpoint_file, save_checkpoint_file
 from pipeline.cli import main
-from pipeline.lightning import ViTClassifier
-from tests.helpers.explained import CLASS_NAMES, TINY_KWARGS
+from tests.helpers.checkpoints import tiny_lightning_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO / "tests/configs/tiny.yaml")]
@@ -20,20 +19,10 @@ TINY = ["--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO /
 @pytest.fixture
 def run_checkpoints(tmp_path) -> Path:
     """A run's checkpoint folder: last.ckpt of a tiny ViTClassifier (as `agcam fit` writes it) and an older one."""
-    torch.manual_seed(0)
-    module = ViTClassifier("vit_tiny_patch16_224", 4, class_names=CLASS_NAMES, model_kwargs=TINY_KWARGS)
-    checkpoint = {
-        "epoch": 1,
-        "global_step": 16,
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]}],
-        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 1}}}},
-    }
     folder = tmp_path / "run" / "checkpoints"
-    save_checkpoint_file(checkpoint, folder / "best-epoch00.ckpt")
+    tiny_lightning_checkpoint(folder / "best-epoch00.ckpt")
     os.utime(folder / "best-epoch00.ckpt", (1, 1))  # older than last.ckpt
-    save_checkpoint_file(checkpoint, folder / "last.ckpt")
+    tiny_lightning_checkpoint(folder / "last.ckpt")
     return folder
 
 

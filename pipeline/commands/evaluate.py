@@ -7,6 +7,7 @@ scores here exactly as it did in training (masks, pointing tolerance and ABPC in
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
-from pipeline.files import atomic_write
+from pipeline.files import write_all
 from pipeline.metrics import REPORTED_SCORES
 from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
 
@@ -160,10 +161,10 @@ def write_evaluation(results: dict[str, Any], out_dir: str | Path) -> tuple[Path
     out_dir = Path(out_dir)
     json_path, csv_path = (out_dir / name for name in EVALUATION_FILES)
     rows = [{"method": method, **row} for method, row in results["methods"].items()]
-    # both written to temporary files first: a failure (a full disk) leaves neither, so a retry is not refused
-    with atomic_write(json_path, "w") as json_file, atomic_write(csv_path, "w", newline="") as csv_file:
-        json_file.write(json.dumps(results, indent=2, allow_nan=False))
-        writer = csv.DictWriter(csv_file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    # both or neither: a failure (a full disk) leaves no file behind, so a retry is not refused
+    write_all({json_path: json.dumps(results, indent=2, allow_nan=False).encode(), csv_path: table.getvalue().encode()})
     return json_path, csv_path
