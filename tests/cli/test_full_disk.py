@@ -1,8 +1,10 @@
 """A full disk (ENOSPC): every command ends with one line naming the path, leaves no half-written file, and the
-retry is not refused. The disk is a tiny tmpfs; where mounting is not permitted, a writer that fails the same way."""
+retry is not refused. The disk is a tiny tmpfs; where mounting is not permitted (Linux, not root), fsync fails the
+same way once the folder's pages are used up."""
 
 import errno
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,19 +33,19 @@ class Disk:
         self.folder.mkdir(parents=True, exist_ok=True)
         mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.folder)]
         self.mounted = subprocess.run(mount, capture_output=True).returncode == 0
-        if not self.mounted:  # no permission to mount: atomic writes into the folder count the bytes they add
-            real_replace, free = pipeline.files.os.replace, int(size[:-1]) * 1024 ** {"k": 1, "m": 2}[size[-1]]
+        if not self.mounted:  # no permission to mount: files synced into the folder use up its free pages
+            real_fsync, free = pipeline.files.os.fsync, int(size[:-1]) * 1024 ** {"k": 1, "m": 2}[size[-1]]
 
-            def full_replace(source, target):
+            def full_fsync(descriptor: int) -> None:
                 nonlocal free
-                if Path(target).is_relative_to(self.folder):
-                    pages = -(-Path(source).stat().st_size // 4096) * 4096  # tmpfs gives every file whole pages
+                if Path(os.readlink(f"/proc/self/fd/{descriptor}")).is_relative_to(self.folder):
+                    pages = -(-os.fstat(descriptor).st_size // 4096) * 4096  # tmpfs gives every file whole pages
                     if pages > free:
                         raise OSError(errno.ENOSPC, "No space left on device")
                     free -= pages
-                return real_replace(source, target)
+                real_fsync(descriptor)
 
-            self.monkeypatch.setattr(pipeline.files.os, "replace", full_replace)
+            self.monkeypatch.setattr(pipeline.files.os, "fsync", full_fsync)
 
     def grow(self) -> None:
         if self.mounted:
