@@ -22,15 +22,8 @@ from tests.helpers.wandb_offline import history
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["--config", str(REPO / "configs/synthetic.yaml"), "--config", str(REPO / "tests/configs/tiny.yaml")]
-BASE += [
-    "--trainer.max_epochs",
-    "2",
-    "--trainer.num_sanity_val_steps",
-    "0",
-    "--data.source.init_args.train_size",
-    "128",
-]
-# 4 steps per epoch, 8 in all
+BASE += ["--trainer.max_epochs", "2", "--trainer.num_sanity_val_steps", "0"]
+BASE += ["--data.source.init_args.train_size", "128"]  # 4 steps per epoch, 8 in all
 BASE += ["--trainer.callbacks+=pipeline.lightning.LocalizationWatch"]
 INTERRUPT = "tests.helpers.interrupt"
 
