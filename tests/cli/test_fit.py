@@ -99,10 +99,13 @@ def test_a_model_that_is_not_a_class_token_vit_is_refused(tmp_path):
         main(["fit", *BASE, "--model.model_name=resnet18", "--model.model_kwargs={}", "--trainer.logger=false"])
 
 
-def test_missing_local_weights_file_is_named(tmp_path):
+def test_missing_local_weights_file_is_named(tmp_path, capsys):
     missing = tmp_path / "weights.safetensors"
-    with pytest.raises(FileNotFoundError, match="weights.safetensors"):
+    with pytest.raises(SystemExit) as exit_info:  # an OS error: one line, exit code 2
         main(["fit", *BASE, "--model.weights_path", str(missing), "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "weights.safetensors' does not exist" in err
 
 
 def test_unreadable_config_key_is_named(tmp_path, capsys):

@@ -52,3 +52,15 @@ def test_the_watch_ignores_epochs_without_the_metrics():
     watch.on_validation_end(trainer, None)
     assert watch.history == [] and watch.verdict is None
     assert isinstance(watch, pl.Callback)
+
+
+def test_the_history_survives_a_resume_and_the_fall_it_shows_is_still_reported():
+    before = LocalizationWatch(localization="val/loc/agcam/mass_in_box")
+    trainer = FakeTrainer()
+    trainer.callback_metrics = {"val/acc": torch.tensor(0.8), "val/loc/agcam/mass_in_box": torch.tensor(0.66)}
+    before.on_validation_end(trainer, None)
+    after = LocalizationWatch(localization="val/loc/agcam/mass_in_box")  # a new process, resumed from a checkpoint
+    after.load_state_dict(before.state_dict())
+    trainer.callback_metrics = {"val/acc": torch.tensor(0.9), "val/loc/agcam/mass_in_box": torch.tensor(0.536)}
+    after.on_validation_end(trainer, None)
+    assert after.verdict is not None and "fell from 0.660 (epoch 0) to 0.536" in after.verdict

@@ -1,0 +1,46 @@
+"""W&B offline helpers: write failures become one error, and artifacts are staged inside the run folder."""
+
+import errno
+import logging
+import os
+
+import pytest
+
+from pipeline.lightning.wandb_offline import WriteFailures, stage_in_run_folder
+
+
+class FullDiskStream:
+    def write(self, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_wandb_debug_log_failures_are_kept_quietly_and_raised_once(tmp_path, capsys):
+    handler = logging.FileHandler(tmp_path / "debug.log", delay=True)
+    handler.stream = FullDiskStream()
+    logger = logging.getLogger("wandb")
+    logger.addHandler(handler)
+    try:
+        failures = WriteFailures()
+        failures.attach()
+        logger.error("a message W&B logs while the disk is full")
+    finally:
+        logger.removeHandler(handler)
+    assert "Logging error" not in capsys.readouterr().err
+    with pytest.raises(OSError, match="W&B logging failed .No space left on device.; the checkpoints are valid"):
+        failures.raise_if_any()
+    assert failures.path == str(tmp_path / "debug.log")
+
+
+def test_an_artifact_file_is_staged_in_the_run_folder_and_outlives_a_rewrite(tmp_path):
+    model = tmp_path / "run" / "model.agcam"
+    model.parent.mkdir()
+    model.write_bytes(b"first export")
+    staged = stage_in_run_folder(model, model.parent, "model-step8.agcam")
+    assert staged.parent == model.parent / "wandb-artifacts" and os.path.samefile(staged, model)  # no second copy
+    replacement = model.with_name("new")
+    replacement.write_bytes(b"second export")
+    os.replace(replacement, model)  # how model.agcam is rewritten (atomically) by a resumed fit
+    assert staged.read_bytes() == b"first export"
