@@ -114,11 +114,13 @@ def test_unreadable_config_key_is_named(tmp_path, capsys):
     assert "learning_rate" in capsys.readouterr().err
 
 
-def test_resuming_from_a_file_that_is_no_checkpoint_names_it_before_anything_is_built(tmp_path):
+def test_resuming_from_a_file_that_is_no_checkpoint_names_it_before_anything_is_built(tmp_path, capsys):
     foreign = tmp_path / "notes.ckpt"
     foreign.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=rf"{re.escape(str(foreign))}: not a readable Lightning checkpoint"):
+    with pytest.raises(SystemExit) as exit_info:  # one line, exit code 2
         main(["fit", *BASE, "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(foreign)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"agcam fit: error: {foreign}: not a checkpoint")
     assert not list(tmp_path.glob("agcam/*"))  # no run folder, no W&B run
 
 
