@@ -17,6 +17,7 @@ import wandb
 import yaml
 
 from pipeline.cli import main
+from pipeline.explained import read_card
 from pipeline.lightning.wandb_offline import read_records
 from tests.helpers.wandb_offline import history
 
@@ -88,6 +89,12 @@ def test_kill_9_after_an_epoch_then_resume_gives_the_uninterrupted_run(uninterru
 
     assert_same_run_end(resumed, uninterrupted)
     assert len(watch_history(Path(resumed["last_checkpoint"]))) == 2 * 2  # the epoch before the kill is kept
+    # provenance: which validation the summary's metrics are, which checkpoint model.agcam holds (the card agrees)
+    assert resumed["metrics_from"] == {"epoch": 1, "global_step": 8}
+    exported = resumed["explained_checkpoint"]
+    source = read_card(exported["path"])["validation"]["checkpoint"]
+    assert exported["kind"] == "best" and Path(exported["from"]).name == source["file"]
+    assert (exported["epoch"], exported["global_step"]) == (source["epoch"], source["global_step"])
     run_folder = last.parents[1]
     assert resumed["run_folder"] == str(run_folder) and (run_folder / "config.yaml").is_file()
 
