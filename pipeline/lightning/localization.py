@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from pipeline.data.selection import class_round_robin
 from pipeline.explained import EXPLAINER_KEY
+from pipeline.files import write_text
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import run_folder, wandb_logger
 from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
@@ -251,9 +251,7 @@ def write_class_rows(trainer: pl.Trainer, path: Path, per_method: dict[str, dict
     if not previous:
         writer.writeheader()
     writer.writerows(rows)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(previous + text.getvalue())
-    os.replace(partial, path)
+    write_text(path, previous + text.getvalue())
 
 
 def _subset(batch: dict, outputs: Any, keep: list[bool]) -> tuple[Any, dict]:
