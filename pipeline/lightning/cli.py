@@ -82,7 +82,7 @@ class AgcamCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self._warn_carried_over()
-        config = self.config[self.subcommand]
+        config = self._subcommand_config()
         logger = config.trainer.logger
         if self.subcommand != "fit" or not str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
             return  # validate/test/predict from a checkpoint log to a run of their own
@@ -132,9 +132,13 @@ class AgcamCLI(LightningCLI):
             ckpt_path = self.config[self.subcommand].get("ckpt_path")
             raise CheckpointError(ckpt_path, f"was written for another model or config: {mismatch}")
 
+    def _subcommand_config(self) -> Any:
+        """The parsed config of this run's subcommand (the whole config when built with run=False)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def _warn_carried_over(self) -> None:
         """Name data-source init_args and model_kwargs set before the config that chose their class."""
-        config = self.config[self.subcommand]
+        config = self._subcommand_config()
         source_args = getattr(config.data.source, "init_args", None)
         final = {"data": dict(vars(source_args)) if source_args else {}, "model": {"model_kwargs": None}}
         final["model"]["model_kwargs"] = config.model.model_kwargs or None
