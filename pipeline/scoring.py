@@ -132,6 +132,7 @@ class LocalizationScorer:
                 threshold=options.threshold,
                 pointing_tolerance=options.pointing_tolerance,
                 num_classes=model.num_classes,
+                validate_args=False,  # maps, cases and classes are made here, checked by construction
             )
             for method in self.methods
         }

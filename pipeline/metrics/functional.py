@@ -50,15 +50,7 @@ def normalize_heatmaps(maps: Tensor, image_size: tuple[int, int]) -> Tensor:
         tensor(0.)
     """
     _check_maps(maps)
-    image_size = _check_image_size(image_size)
-    maps = maps.detach().float()
-    # decided before upsampling: interpolation rounding can give a constant map a spurious 1-ulp extent
-    has_extent = maps.amax(dim=(1, 2), keepdim=True) > maps.amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-    if tuple(maps.shape[-2:]) != image_size:
-        maps = F.interpolate(maps[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
-    low = maps.amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(has_extent & (span > 0), (maps - low) / span, 0.0)
+    return _normalized(maps, _upsampled(maps, _check_image_size(image_size)))
 
 
 def heatmap_boxes(heatmaps: Tensor, threshold: float = 0.5) -> list[Tensor]:
@@ -108,8 +100,13 @@ def boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> 
                  [0, 1, 1, 0],
                  [0, 0, 0, 0]]], dtype=torch.int32)
     """
-    height, width = _check_image_size(image_size)
     _check_boxes(boxes_list, len(boxes_list))
+    return _boxes_to_mask(boxes_list, _check_image_size(image_size))
+
+
+def _boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+    """`boxes_to_mask` without the checks (the caller made or checked the boxes)."""
+    height, width = image_size
     device = boxes_list[0].device if len(boxes_list) else torch.device("cpu")
     no_boxes = torch.empty(0, 4, dtype=torch.long, device=device)
     boxes = torch.cat([no_boxes, *(b.to(device).long() for b in boxes_list)])  # (N, 4) all images' boxes
@@ -172,7 +169,7 @@ def scores_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, eps: floa
 
 
 def box_localization(
-    maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int] = (224, 224), threshold: float = 0.5
+    maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int], threshold: float = 0.5
 ) -> dict[str, Tensor]:
     """Weakly-supervised localization scores: boxes around the thresholded heatmap against ground-truth boxes.
 
@@ -194,9 +191,7 @@ def box_localization(
     _check_maps(maps)
     _check_boxes(boxes, len(maps))
     heatmaps = normalize_heatmaps(maps, image_size)
-    pred_masks = boxes_to_mask(heatmap_boxes(heatmaps, threshold), heatmaps.shape[-2:])
-    target_masks = boxes_to_mask(boxes, heatmaps.shape[-2:]).to(pred_masks.device)
-    return scores_from_counts(*confusion_counts(pred_masks, target_masks))
+    return _box_scores(heatmaps, boxes_to_mask(boxes, heatmaps.shape[-2:]).to(heatmaps.device), threshold)
 
 
 def mask_localization(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> dict[str, Tensor]:
@@ -216,9 +211,7 @@ def mask_localization(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> di
     return scores_from_counts(*confusion_counts(heatmaps > threshold, masks.to(heatmaps.device)))
 
 
-def pointing_game(
-    maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int] = (224, 224), tolerance: int = 0
-) -> Tensor:
+def pointing_game(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int], tolerance: int = 0) -> Tensor:
     """Pointing game (Zhang et al. 2016): whether the heatmap's peak falls in (or near) a ground-truth box.
 
     Args:
@@ -228,15 +221,21 @@ def pointing_game(
         tolerance: a peak within this many pixels (Euclidean) of a box also hits; Zhang et al. use 15.
 
     Returns:
-        (B,) bool hits. The peak is the first maximum in row-major order; a constant map has none and misses.
+        (B,) float32 hits in [0, 1]: 1 or 0 for a unique peak; for tied maxima (upsampling makes plateaus), the
+        share of them that hit, so the score does not depend on the order pixels are scanned in (docs/method.md).
+        A constant map has no peak and misses.
 
     Example:
         >>> maps = torch.tensor([[[0.0, 0.0], [0.0, 1.0]]])
         >>> pointing_game(maps, [torch.tensor([[1, 1, 1, 1]])], image_size=(2, 2))
-        tensor([True])
+        tensor([1.])
+        >>> maps = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # two tied peaks, one in the box
+        >>> pointing_game(maps, [torch.tensor([[1, 1, 1, 1]])], image_size=(2, 2))
+        tensor([0.5000])
     """
     _check_maps(maps)
     _check_boxes(boxes, len(maps))
+    check_tolerance(tolerance)
     heatmaps = normalize_heatmaps(maps, image_size)
     target_masks = boxes_to_mask(boxes, heatmaps.shape[-2:]).to(heatmaps.device)
     return _peak_hits(heatmaps, target_masks, tolerance)
@@ -251,15 +250,69 @@ def mask_pointing_game(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tenso
         tolerance: a peak within this many pixels (Euclidean) of a foreground pixel also hits.
 
     Returns:
-        (B,) bool hits; a constant map has no peak and misses.
+        (B,) float32 hits in [0, 1], tied maxima sharing the credit as in :func:`pointing_game`.
     """
     _check_maps(maps)
     _check_masks(masks, len(maps))
+    check_tolerance(tolerance)
     heatmaps = normalize_heatmaps(maps, masks.shape[-2:])
-    return _peak_hits(heatmaps, masks.to(heatmaps.device).bool(), tolerance)
+    return _peak_hits(heatmaps, masks.to(heatmaps.device) != 0, tolerance)
 
 
-def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int] = (224, 224)) -> Tensor:
+def localization_scores(
+    maps: Tensor,
+    boxes: Sequence[Tensor] | None = None,
+    masks: Tensor | None = None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    threshold: float = 0.5,
+    tolerance: int = 0,
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    """Every per-case score of the protocol from one upsampling and one normalization of the maps.
+
+    The same values as :func:`box_localization`, :func:`pointing_game` and :func:`mass_in_box` (boxes), or
+    :func:`mask_localization`, :func:`mask_pointing_game` and :func:`mass_in_mask` (masks), computed together.
+
+    Args:
+        maps: (B, gh, gw) raw explanation maps (or maps already at the image size).
+        boxes: one (n_i, 4) xyxy ground-truth tensor per case at ``image_size`` (box mode) ...
+        masks: ... or (B, H, W) ground-truth masks, nonzero foreground (mask mode); exactly one of the two.
+        image_size: (H, W) of the boxes; required in box mode (mask mode takes the masks' size).
+        threshold: heatmap pixels strictly above it are hot.
+        tolerance: pointing-game slack in pixels.
+        validate_args: check shapes and options; False skips every check (inputs the caller built itself).
+
+    Returns:
+        Dict of (B,) float32 tensors: pixel_accuracy, iou, dice, precision, recall, pointing_game, mass_in_box.
+    """
+    if validate_args:
+        _check_maps(maps)
+        if (boxes is None) == (masks is None):
+            raise ValueError("give exactly one of boxes (box mode) or masks (mask mode)")
+        if masks is not None:
+            _check_masks(masks, len(maps))
+        else:
+            _check_boxes(boxes, len(maps))
+        check_threshold(threshold)
+        check_tolerance(tolerance)
+    if masks is None and image_size is None:
+        raise ValueError("image_size: give the (H, W) the boxes are at (box mode has no default size)")
+    size = tuple(masks.shape[-2:]) if masks is not None else _check_image_size(image_size)
+    upsampled = _upsampled(maps, size)
+    heatmaps = _normalized(maps, upsampled)
+    target_masks = (masks != 0) if masks is not None else _boxes_to_mask(boxes, size)
+    target_masks = target_masks.to(heatmaps.device)
+    if masks is not None:
+        scores = scores_from_counts(*confusion_counts(heatmaps > threshold, target_masks))
+    else:
+        scores = _box_scores(heatmaps, target_masks, threshold)
+    scores["pointing_game"] = _peak_hits(heatmaps, target_masks, tolerance)
+    scores["mass_in_box"] = _mass_share(upsampled.clamp(min=0), target_masks)
+    return scores
+
+
+def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
     """Relevance mass accuracy (Arras et al. 2022): the share of positive relevance inside the ground-truth boxes.
 
     Threshold-free, unlike the paper's scores: the raw map is upsampled like :func:`normalize_heatmaps` (bilinear,
@@ -285,7 +338,7 @@ def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, in
     """
     _check_maps(maps)
     _check_boxes(boxes, len(maps))
-    relevance = _positive_relevance(maps, image_size)
+    relevance = _upsampled(maps, _check_image_size(image_size)).clamp(min=0)
     target_masks = boxes_to_mask(boxes, relevance.shape[-2:]).to(relevance.device)
     return _mass_share(relevance, target_masks)
 
@@ -309,7 +362,7 @@ def mass_in_mask(maps: Tensor, masks: Tensor) -> Tensor:
     """
     _check_maps(maps)
     _check_masks(masks, len(maps))
-    relevance = _positive_relevance(maps, masks.shape[-2:])
+    relevance = _upsampled(maps, _check_image_size(masks.shape[-2:])).clamp(min=0)
     return _mass_share(relevance, masks.to(relevance.device) != 0)
 
 
@@ -392,13 +445,28 @@ def abpc(
     return {"abpc": (lerf - morf).mean(dim=1), "lerf": lerf, "morf": morf}
 
 
-def _positive_relevance(maps: Tensor, image_size: Sequence[int]) -> Tensor:
-    """(B, H, W) float32 maps upsampled like normalize_heatmaps, without normalizing, negative values set to 0."""
-    image_size = _check_image_size(image_size)
+def _upsampled(maps: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """(B, H, W) float32 raw maps at the image size (bilinear, align_corners=False), not normalized."""
     maps = maps.detach().float()
     if tuple(maps.shape[-2:]) != image_size:
         maps = F.interpolate(maps[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
-    return maps.clamp(min=0)
+    return maps
+
+
+def _normalized(maps: Tensor, upsampled: Tensor) -> Tensor:
+    """Per-image min-max of `upsampled` (the raw `maps` at image size) to [0, 1]; constant maps become zeros."""
+    raw = maps.detach().float()
+    # decided before upsampling: interpolation rounding can give a constant map a spurious 1-ulp extent
+    has_extent = raw.amax(dim=(1, 2), keepdim=True) > raw.amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    low = upsampled.amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    span = upsampled.amax(dim=(1, 2), keepdim=True) - low
+    return torch.where(has_extent & (span > 0), (upsampled - low) / span, 0.0)
+
+
+def _box_scores(heatmaps: Tensor, target_masks: Tensor, threshold: float) -> dict[str, Tensor]:
+    """The five scores of boxes drawn around the thresholded heatmaps against (B, H, W) ground-truth masks."""
+    pred_masks = _boxes_to_mask(heatmap_boxes(heatmaps, threshold), tuple(heatmaps.shape[-2:]))
+    return scores_from_counts(*confusion_counts(pred_masks, target_masks.to(pred_masks.device)))
 
 
 def _mass_share(relevance: Tensor, target_masks: Tensor) -> Tensor:
@@ -410,18 +478,27 @@ def _mass_share(relevance: Tensor, target_masks: Tensor) -> Tensor:
 
 
 def _peak_hits(heatmaps: Tensor, target_masks: Tensor, tolerance: int) -> Tensor:
-    """Whether each heatmap's first maximum lies within ``tolerance`` pixels of a target pixel."""
-    check_tolerance(tolerance)
-    _, height, width = heatmaps.shape
+    """(B,) float32: the share of each heatmap's maxima that lie within ``tolerance`` pixels of a target pixel.
+
+    Every tied maximum counts alike, so the result does not depend on scan order: it is the expected hit of a
+    peak picked at random among the ties (1 or 0 when the maximum is unique).
+    """
     flat = heatmaps.flatten(1)  # (B, H * W)
-    peak = flat.argmax(dim=1)  # first maximum in row-major order
-    peak_row, peak_col = peak // width, peak % width
-    rows = torch.arange(height, device=heatmaps.device)
-    cols = torch.arange(width, device=heatmaps.device)
-    dist2 = (rows[None, :, None] - peak_row[:, None, None]) ** 2 + (cols[None, None, :] - peak_col[:, None, None]) ** 2
-    near_target = target_masks & (dist2 <= tolerance**2)  # (B, H, W)
-    has_peak = flat.amax(dim=1) > 0  # a constant map normalizes to zeros
-    return near_target.flatten(1).any(dim=1) & has_peak
+    peak_value = flat.amax(dim=1, keepdim=True)  # (B, 1)
+    peaks = flat == peak_value  # (B, H * W) every tied maximum
+    near = _dilated(target_masks.bool(), tolerance).flatten(1)  # (B, H * W) within tolerance of the target
+    share = (peaks & near).sum(dim=1).float() / peaks.sum(dim=1).float()
+    return torch.where(peak_value[:, 0] > 0, share, 0.0)  # a constant map normalizes to zeros: no peak
+
+
+def _dilated(masks: Tensor, radius: int) -> Tensor:
+    """(B, H, W) bool: the pixels within Euclidean distance `radius` of a True pixel of `masks`."""
+    if radius == 0:
+        return masks
+    offsets = torch.arange(-radius, radius + 1, device=masks.device)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).float()  # (2r + 1, 2r + 1)
+    reach = F.conv2d(masks.float()[:, None], disk[None, None], padding=radius)[:, 0]  # target pixels in reach
+    return reach > 0.5
 
 
 def _check_maps(maps: Tensor, name: str = "maps") -> None:

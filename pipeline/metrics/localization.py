@@ -8,14 +8,9 @@ from torchmetrics import Metric
 
 from pipeline.metrics.functional import (
     LOCALIZATION_SCORES,
-    box_localization,
     check_threshold,
     check_tolerance,
-    mask_localization,
-    mask_pointing_game,
-    mass_in_box,
-    mass_in_mask,
-    pointing_game,
+    localization_scores,
 )
 
 REPORTED_SCORES = (*LOCALIZATION_SCORES, "pointing_game", "mass_in_box")
@@ -39,11 +34,16 @@ class LocalizationMetrics(Metric):
     gets 0.0 there, never NaN, so read the means together with ``per_class_cases``. With no case at all only the
     counts (``per_class_cases`` included) come back.
 
+    Each update upsamples and normalizes its maps once for all seven scores (`functional.localization_scores`).
+
     Args:
-        image_size: (H, W) the ground-truth boxes are expressed at; maps are upsampled to it.
+        image_size: (H, W) the ground-truth boxes are expressed at; maps are upsampled to it. Box mode needs it
+            here or in `update` (no default: a wrong size gives wrong geometry); mask mode takes the masks' size.
         threshold: normalized heatmap pixels strictly above it are hot.
         pointing_tolerance: pixels of slack for the pointing game (Zhang et al. 2016 use 15).
         num_classes: also accumulate per-class means over this many classes; None: overall means only.
+        validate_args: check every update's shapes, classes and flags; False is the fast path for callers that
+            build the inputs themselves (`pipeline.scoring`).
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Example:
@@ -65,16 +65,18 @@ class LocalizationMetrics(Metric):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (224, 224),
+        image_size: tuple[int, int] | None = None,
         threshold: float = 0.5,
         pointing_tolerance: int = 0,
         num_classes: int | None = None,
+        validate_args: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
-        self.image_size = tuple(image_size)
+        self.image_size = None if image_size is None else tuple(image_size)
+        self.validate_args = validate_args
         self.threshold = check_threshold(threshold)
         self.pointing_tolerance = check_tolerance(pointing_tolerance, "pointing_tolerance")
         self.num_classes = num_classes
@@ -106,22 +108,21 @@ class LocalizationMetrics(Metric):
                 compared with them, pixel by pixel, and the relevance mass is measured inside them.
             classes: (B,) integer class of each case; required with ``num_classes``, refused without it.
         """
-        if not isinstance(correct, Tensor) or correct.dtype != torch.bool or correct.shape != (len(maps),):
-            got = (tuple(correct.shape), correct.dtype) if isinstance(correct, Tensor) else type(correct).__name__
-            raise ValueError(f"correct must be a ({len(maps)},) bool tensor, one flag per map, got {got}")
-        if (boxes is None) == (masks is None):
-            raise ValueError("give exactly one of boxes (box mode) or masks (mask mode)")
-        self._check_classes(classes, len(maps))
-        if masks is None:
-            image_size = image_size or self.image_size
-            scores = box_localization(maps, boxes, image_size, self.threshold)
-            hits = pointing_game(maps, boxes, image_size, self.pointing_tolerance)
-            mass = mass_in_box(maps, boxes, image_size)
-        else:
-            scores = mask_localization(maps, masks, self.threshold)
-            hits = mask_pointing_game(maps, masks, self.pointing_tolerance)
-            mass = mass_in_mask(maps, masks)
-        per_case = torch.stack([*(scores[name] for name in LOCALIZATION_SCORES), hits.float(), mass], dim=1)  # (B, 7)
+        if self.validate_args:
+            if not isinstance(correct, Tensor) or correct.dtype != torch.bool or correct.shape != (len(maps),):
+                got = (tuple(correct.shape), correct.dtype) if isinstance(correct, Tensor) else type(correct).__name__
+                raise ValueError(f"correct must be a ({len(maps)},) bool tensor, one flag per map, got {got}")
+            self._check_classes(classes, len(maps))
+        scores = localization_scores(
+            maps,
+            boxes,
+            masks,
+            image_size=image_size or self.image_size,
+            threshold=self.threshold,
+            tolerance=self.pointing_tolerance,
+            validate_args=self.validate_args,
+        )
+        per_case = torch.stack([scores[name] for name in REPORTED_SCORES], dim=1)  # (B, 7)
         used = correct.to(per_case.device)
         used_scores = per_case[used].double().to(self.score_sums.device)  # (U, 7)
         self.score_sums += used_scores.sum(dim=0)

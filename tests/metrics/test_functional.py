@@ -13,9 +13,11 @@ from pipeline.metrics import (
     abpc,
     box_localization,
     boxes_to_mask,
+    localization_scores,
     mask_localization,
     mask_pointing_game,
     mass_in_box,
+    mass_in_mask,
     normalize_heatmaps,
     pointing_game,
 )
@@ -143,11 +145,42 @@ class TestPointingGame:
         assert pointing_game(maps, box, image_size=(8, 8), tolerance=4).tolist() == [False]
         assert pointing_game(maps, box, image_size=(8, 8), tolerance=5).tolist() == [True]
 
-    def test_tied_peaks_take_the_first_in_row_major_order(self):
+    def test_tied_peaks_share_the_credit_whatever_the_scan_order(self):
         maps = torch.zeros(1, 8, 8)
-        maps[0, 1, 6] = maps[0, 6, 1] = 1.0
-        assert pointing_game(maps, [torch.tensor([[6, 1, 6, 1]])], image_size=(8, 8)).tolist() == [True]
-        assert pointing_game(maps, [torch.tensor([[1, 6, 1, 6]])], image_size=(8, 8)).tolist() == [False]
+        maps[0, 1, 6] = maps[0, 6, 1] = 1.0  # two tied peaks: (row 1, col 6) and (row 6, col 1)
+        around_first, around_second = [torch.tensor([[6, 1, 6, 1]])], [torch.tensor([[1, 6, 1, 6]])]
+        assert pointing_game(maps, around_first, image_size=(8, 8)).tolist() == [0.5]
+        assert pointing_game(maps, around_second, image_size=(8, 8)).tolist() == [0.5]  # row-major order gave 0
+        transposed = maps.transpose(1, 2)  # the same peaks met in the other order
+        assert pointing_game(transposed, around_second, image_size=(8, 8)).tolist() == [0.5]
+        maps[0, 2, 6] = 1.0  # a third tie, inside a box with the first
+        assert pointing_game(maps, [torch.tensor([[6, 1, 6, 2]])], image_size=(8, 8)).item() == pytest.approx(2 / 3)
+
+    def test_an_upsampling_plateau_is_shared_among_its_pixels(self):
+        # a 2 x 2 map peaking in its corner patch becomes a 2 x 2 plateau of exact maxima at 8 x 8 (bilinear,
+        # align_corners=False clamps at the border): (0, 0), (0, 1), (1, 0), (1, 1)
+        maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+        assert pointing_game(maps, [torch.tensor([[1, 1, 1, 1]])], image_size=(8, 8)).tolist() == [0.25]
+        assert pointing_game(maps, [torch.tensor([[0, 0, 0, 1]])], image_size=(8, 8)).tolist() == [0.5]
+        assert pointing_game(maps, [torch.tensor([[0, 0, 5, 5]])], image_size=(8, 8)).tolist() == [1.0]
+        assert pointing_game(maps, [torch.tensor([[2, 2, 7, 7]])], image_size=(8, 8)).tolist() == [0.0]
+        masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+        masks[0, 1, 1] = True
+        assert mask_pointing_game(maps, masks).tolist() == [0.25]
+
+    def test_tolerance_counts_each_tied_peak_by_its_own_distance(self):
+        maps = torch.zeros(1, 8, 8)
+        maps[0, 0, 0] = maps[0, 7, 7] = 1.0
+        box = [torch.tensor([[5, 5, 6, 6]])]  # (7, 7) is sqrt(2) px from it, (0, 0) about 7.07 px
+        hits = [pointing_game(maps, box, image_size=(8, 8), tolerance=t).item() for t in (0, 1, 2, 7, 8)]
+        assert hits == [0.0, 0.0, 0.5, 0.5, 1.0]
+
+    def test_the_metric_averages_shared_credit(self):
+        maps = torch.zeros(2, 8, 8)
+        maps[:, 1, 6] = maps[:, 6, 1] = 1.0
+        metric = LocalizationMetrics(image_size=(8, 8))
+        metric.update(maps, [torch.tensor([[6, 1, 6, 1]])] * 2, torch.tensor([True, True]))
+        assert metric.compute()["pointing_game"].item() == pytest.approx(0.5)
 
     def test_constant_map_has_no_peak_and_misses(self):
         whole_image = [torch.tensor([[0, 0, 7, 7]])]
@@ -196,6 +229,40 @@ class TestLocalizationMetrics:
         metric = LocalizationMetrics(image_size=(8, 8))
         metric.update(maps, [hit, miss, hit, hit], torch.tensor([True, True, True, False]))
         assert metric.compute()["pointing_game"].item() == pytest.approx(2 / 3)
+
+    def test_one_pass_gives_exactly_the_separate_functions_scores(self):
+        maps, boxes, _ = random_cases(6, seed=3)
+        together = localization_scores(maps, boxes, image_size=(28, 28), threshold=0.4, tolerance=2)
+        expected = {
+            **box_localization(maps, boxes, image_size=(28, 28), threshold=0.4),
+            "pointing_game": pointing_game(maps, boxes, image_size=(28, 28), tolerance=2),
+            "mass_in_box": mass_in_box(maps, boxes, image_size=(28, 28)),
+        }
+        masks = boxes_to_mask(boxes, (28, 28))
+        in_masks = localization_scores(maps, masks=masks, threshold=0.4, tolerance=2)
+        expected_in_masks = {
+            **mask_localization(maps, masks, threshold=0.4),
+            "pointing_game": mask_pointing_game(maps, masks, tolerance=2),
+            "mass_in_box": mass_in_mask(maps, masks),
+        }
+        for name in REPORTED_SCORES:
+            assert torch.equal(together[name], expected[name]), name
+            assert torch.equal(in_masks[name], expected_in_masks[name]), name
+
+    def test_the_fast_path_gives_the_same_numbers(self):
+        maps, boxes, correct = random_cases(8, seed=4)
+        checked, fast = (
+            LocalizationMetrics(image_size=(28, 28)),
+            LocalizationMetrics(image_size=(28, 28), validate_args=False),
+        )
+        for metric in (checked, fast):
+            metric.update(maps, boxes, correct)
+        expected, got = checked.compute(), fast.compute()
+        assert expected.keys() == got.keys() and all(torch.equal(expected[name], got[name]) for name in expected)
+
+    def test_box_mode_without_an_image_size_is_refused(self):
+        with pytest.raises(ValueError, match="image_size: give the .H, W. the boxes are at"):
+            LocalizationMetrics().update(hot_block_maps(), [torch.tensor([[8, 8, 24, 24]])], torch.tensor([True]))
 
     def test_image_size_given_to_update_overrides_the_constructor(self):
         metric = LocalizationMetrics(image_size=(224, 224))
