@@ -112,13 +112,17 @@ def _boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) ->
     boxes = torch.cat([no_boxes, *(b.to(device).long() for b in boxes_list)])  # (N, 4) all images' boxes
     boxes_per_image = torch.tensor([len(b) for b in boxes_list], dtype=torch.long, device=device)
     owner = torch.repeat_interleave(boxes_per_image)  # (N,) image index of each box
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    in_rows = (rows >= boxes[:, 1:2]) & (rows <= boxes[:, 3:4])  # (N, H)
-    in_cols = (cols >= boxes[:, 0:1]) & (cols <= boxes[:, 2:3])  # (N, W)
-    covered = (in_rows[:, :, None] & in_cols[:, None, :]).int()  # (N, H, W)
-    cover_count = torch.zeros(len(boxes_list), height, width, dtype=torch.int32, device=device)
-    return cover_count.index_add_(0, owner, covered) > 0
+    # each box adds +1 on its clipped rectangle through four corner marks; two cumsums turn marks into counts,
+    # O(boxes + pixels) instead of one (H, W) plane per box
+    x0, y0 = boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height)
+    x1, y1 = (boxes[:, 2] + 1).clamp(0, width), (boxes[:, 3] + 1).clamp(0, height)  # exclusive ends
+    keep = (x0 < x1) & (y0 < y1)  # boxes with pixels inside the image
+    owner, x0, y0, x1, y1 = (t[keep] for t in (owner, x0, y0, x1, y1))
+    marks = torch.zeros(len(boxes_list), height + 1, width + 1, dtype=torch.int32, device=device)
+    ones = torch.ones(len(owner), dtype=torch.int32, device=device)
+    for rows, cols, sign in ((y0, x0, ones), (y0, x1, -ones), (y1, x0, -ones), (y1, x1, ones)):
+        marks.index_put_((owner, rows, cols), sign, accumulate=True)
+    return marks.cumsum(dim=1).cumsum(dim=2)[:, :height, :width] > 0
 
 
 def confusion_counts(pred_masks: Tensor, target_masks: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
