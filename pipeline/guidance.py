@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM
-from pipeline.metrics import boxes_to_mask
+from pipeline.metrics import class_regions
 
 
 @dataclass
@@ -80,21 +80,16 @@ def guidance_loss(
         (loss, guided images, unguided images); the loss is 0 (with a graph) when no image has a region.
     """
     labels = batch["target"].long()
-    height, width = images.shape[-2:]
     if guidance.annotations == "masks":
         if "mask" not in batch:
             raise ValueError(
                 "guidance.annotations is 'masks' but the batches carry no 'mask': enable masks in the data"
             )
-        object_ids = [
-            (box_labels == label).nonzero()[:, 0] + 1 for box_labels, label in zip(batch["box_labels"], labels)
-        ]
-        regions = torch.stack([torch.isin(mask.long(), ids) for mask, ids in zip(batch["mask"], object_ids)])
+        regions = class_regions(labels, batch["box_labels"], masks=batch["mask"])
     else:
-        own_boxes = [
-            boxes[box_labels == label] for boxes, box_labels, label in zip(batch["boxes"], batch["box_labels"], labels)
-        ]
-        regions = boxes_to_mask(own_boxes, (height, width)).to(images.device)
+        image_size = tuple(images.shape[-2:])
+        regions = class_regions(labels, batch["box_labels"], boxes=batch["boxes"], image_size=image_size)
+    regions = regions.to(images.device)
     guided = regions.flatten(1).any(dim=1)  # (B,) images with a region of their class
     count = int(guided.sum())
     if count == 0:

@@ -15,7 +15,14 @@ from torchmetrics import SumMetric
 
 from pipeline.explain import Explainer, build_explainer, check_methods
 from pipeline.explain.base import RecordedBatch, ReplayingExplainer, record_batch
-from pipeline.metrics import ABPC, REPORTED_SCORES, LocalizationMetrics, check_threshold, check_tolerance
+from pipeline.metrics import (
+    ABPC,
+    REPORTED_SCORES,
+    LocalizationMetrics,
+    check_threshold,
+    check_tolerance,
+    class_regions,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,13 +99,11 @@ def case_masks(batch: dict, cases: Cases) -> torch.Tensor:
     """(cases, H, W) ground-truth masks: the pixels of the objects whose boxes belong to each valid case's class."""
     if "mask" not in batch:
         raise ValueError("use_masks is on but the batches carry no 'mask': enable masks in the data source")
-    masks = []
-    for mask, labels, image_targets, keep in zip(batch["mask"], batch["box_labels"], cases.targets, cases.valid):
-        for cls, k in zip(image_targets.tolist(), keep.tolist()):
-            if k:
-                object_ids = (labels == cls).nonzero()[:, 0] + 1  # mask value i + 1 is object i
-                masks.append(torch.isin(mask.long(), object_ids))
-    return torch.stack(masks) if masks else batch["mask"].new_zeros((0, *batch["mask"].shape[-2:]), dtype=torch.bool)
+    image_of_case = cases.valid.nonzero()[:, 0]  # (cases,) in the order of `targets[valid]`
+    if not len(image_of_case):
+        return batch["mask"].new_zeros((0, *batch["mask"].shape[-2:]), dtype=torch.bool)
+    labels = [batch["box_labels"][image] for image in image_of_case.tolist()]
+    return class_regions(cases.targets[cases.valid], labels, masks=batch["mask"][image_of_case])
 
 
 class LocalizationScorer:

@@ -104,6 +104,46 @@ def boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> 
     return _boxes_to_mask(boxes_list, _check_image_size(image_size))
 
 
+def class_regions(
+    classes: Tensor,
+    box_labels: Sequence[Tensor],
+    *,
+    boxes: Sequence[Tensor] | None = None,
+    masks: Tensor | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Tensor:
+    """Where each case's class is: the union of its image's boxes of that class, or those objects' mask pixels.
+
+    Args:
+        classes: (N,) the class of each case.
+        box_labels: per case, the (n_i,) class of each object of its image.
+        boxes: per case, the (n_i, 4) xyxy boxes of its image's objects, at ``image_size`` ...
+        masks: ... or (N, H, W) its image's object ids (value i + 1 is object i, 0 the background).
+        image_size: (H, W); box mode only (mask mode takes the masks' size).
+
+    Returns:
+        (N, H, W) bool regions; all False for a case without an object of its class.
+
+    Example:
+        >>> labels = [torch.tensor([2, 0, 2])]
+        >>> boxes = [torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 2, 0]])]
+        >>> class_regions(torch.tensor([2]), labels, boxes=boxes, image_size=(2, 3)).int()
+        tensor([[[1, 0, 1],
+                 [0, 0, 0]]], dtype=torch.int32)
+        >>> class_regions(torch.tensor([0]), labels, masks=torch.tensor([[[1, 2, 3]]])).int()
+        tensor([[[0, 1, 0]]], dtype=torch.int32)
+    """
+    if (boxes is None) == (masks is None):
+        raise ValueError("give exactly one of boxes or masks")
+    own = [labels == cls for labels, cls in zip(box_labels, classes.tolist())]  # per case: its class's objects
+    if masks is not None:
+        object_ids = [keep.nonzero()[:, 0] + 1 for keep in own]  # mask value i + 1 is object i
+        return torch.stack([torch.isin(mask.long(), ids.to(mask.device)) for mask, ids in zip(masks, object_ids)])
+    if image_size is None:
+        raise ValueError("image_size: give the (H, W) the boxes are at")
+    return boxes_to_mask([image_boxes[keep] for image_boxes, keep in zip(boxes, own)], image_size)
+
+
 def _boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
     """`boxes_to_mask` without the checks (the caller made or checked the boxes)."""
     height, width = image_size
