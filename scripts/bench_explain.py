@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM, AttentionRollout, TransformerAttribution
-from tests.helpers.oracle import agcam_oracle_batch
+from scripts.oracle import agcam_oracle_batch
 
 REPO = Path(__file__).resolve().parents[1]  # scripts run as modules from here: python -m scripts.bench_explain
 TINY = "tiny"  # vit_tiny_patch16_224 cut to 4 blocks: img 224, patch 16, dim 192, 3 heads
@@ -134,7 +134,7 @@ def max_relative_error(maps: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def authors_agcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """AG-CAM the authors' way (tests/helpers/oracle.py): one image per call, a full backward into every parameter's
+    """AG-CAM the authors' way (scripts/oracle.py): one image per call, a full backward into every parameter's
     `.grad`. (B, gh, gw)."""
     maps = agcam_oracle_batch(model, images, targets, full_backward=True)  # (B, P)
     return maps.reshape(len(images), *model.patch_embed.dynamic_feat_size(tuple(images.shape[-2:])))

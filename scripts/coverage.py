@@ -4,7 +4,7 @@
     python -m scripts.coverage --repeats 5 --threads 1
 
 Random weights only (pretrained=False), cut to `--depth` blocks. Per model: whether each method runs (or the
-first line of its error), AG-CAM's max relative error against the authors' way (tests/helpers/oracle.py: timm's
+first line of its error), AG-CAM's max relative error against the authors' way (scripts/oracle.py: timm's
 own unfused forward, attention inputs detached, one image at a time, full backward) for the predicted class and
 another one, and AG-CAM's time over a forward with timm's fused attention at batch `--batch` (median over
 interleaved rounds, so load from other processes hits both alike). The refused architectures close the table.
@@ -23,7 +23,7 @@ from torch import nn
 
 from pipeline.explain import AGCAM, METHODS, UnsupportedModelError, build_explainer
 from pipeline.explain._registry import family_of
-from tests.helpers.oracle import agcam_oracle_batch, relative_error
+from scripts.oracle import agcam_oracle_batch, relative_error
 
 FAMILIES = [
     "vit_small_patch16_224",

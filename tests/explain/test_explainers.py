@@ -20,8 +20,8 @@ from pipeline.explain import (
     build_explainer,
 )
 from pipeline.render import render_overlay, save_png
+from scripts.oracle import agcam_oracle_batch, relative_error
 from tests.helpers.models import tiny_vit
-from tests.helpers.oracle import agcam_oracle_batch, relative_error
 
 
 def without_fused_attention(model: nn.Module) -> nn.Module:

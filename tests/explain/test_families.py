@@ -1,4 +1,4 @@
-"""Every supported timm family against the authors' way (tests/helpers/oracle.py); the refused ones say why."""
+"""Every supported timm family against the authors' way (scripts/oracle.py); the refused ones say why."""
 
 import pytest
 import timm
@@ -14,7 +14,7 @@ from pipeline.explain import (
     build_explainer,
     check_explainable,
 )
-from tests.helpers.oracle import agcam_oracle_batch, capture_attention, relative_error
+from scripts.oracle import agcam_oracle_batch, capture_attention, relative_error
 
 TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=2, num_classes=5)
 FAMILIES = {  # name -> (timm model, constructor overrides, input (H, W))
