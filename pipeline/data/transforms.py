@@ -7,17 +7,35 @@ to the model's input and scales boxes exactly as the localization protocol does:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates at import otherwise
+import cv2
+import numpy as np
+import torch
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from pipeline.data.source import RawSample
+from pipeline.inputs import InputConfig
 
-from pipeline.data.source import RawSample  # noqa: E402
-from pipeline.inputs import InputConfig  # noqa: E402
+
+@contextmanager
+def _no_update_check() -> Iterator[None]:
+    """albumentations asks PyPI for a newer version at import unless NO_ALBUMENTATIONS_UPDATE is set: set it for
+    the import only, so nothing reaches the network and the environment is left as it was."""
+    previous = os.environ.get("NO_ALBUMENTATIONS_UPDATE")
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["NO_ALBUMENTATIONS_UPDATE"]
+        else:
+            os.environ["NO_ALBUMENTATIONS_UPDATE"] = previous
+
+
+with _no_update_check():
+    import albumentations as A
 
 CV2_INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from pipeline.explained import export_checkpoint, read_card
 from pipeline.lightning.run import checkpoint_paths, run_folder, wandb_logger
@@ -101,4 +101,4 @@ class ExportExplained(pl.Callback):
                 path, run_folder(trainer), f"{path.stem}-step{trainer.global_step}{path.suffix}"
             )
             log_wandb_artifact(logger.experiment, path, aliases=["latest", self.checkpoint], staged=staged)
-        print(f"Explained checkpoint: {path} (from {ckpt_path})")
+        rank_zero_info(f"Explained checkpoint: {path} (from {ckpt_path})")

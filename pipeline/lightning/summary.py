@@ -114,7 +114,7 @@ class RunSummary(pl.Callback):
         exported = [cb.exported for cb in trainer.callbacks if getattr(cb, "exported", None) is not None]
         summary["explained_checkpoint"] = exported[0] if exported else None
         path = write_text(run_folder(trainer) / "summary.json", json.dumps(summary, indent=2))
-        print(format_summary(summary, path))
+        print(format_summary(summary, path))  # the end-of-run summary of `agcam fit`, for the terminal
         self.wandb_failures.raise_if_any()
 
     @staticmethod

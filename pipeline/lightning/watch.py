@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
 
 
 def shortcut_verdict(
@@ -97,4 +100,4 @@ class LocalizationWatch(pl.Callback):
                 "heatmap panel: the model may use a shortcut (a marker, a watermark, the background)."
             )
             warnings.warn(message, UserWarning, stacklevel=1)
-            print(f"WARNING: {message}")
+            log.warning(message)  # also where warnings are filtered

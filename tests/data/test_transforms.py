@@ -115,13 +115,14 @@ def test_workers_draw_different_augmentations():
     assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
 
 
-def test_importing_the_data_package_opens_no_network_connection():
+def test_importing_the_data_package_opens_no_network_connection_and_leaves_the_environment():
     """albumentations checks PyPI for updates at import unless told not to: nothing may reach the network."""
     probe = (
         "import socket\n"
         "def refuse(self, address): raise SystemExit(f'network connection attempted: {address}')\n"
         "socket.socket.connect = refuse\n"
-        "import pipeline.data, pipeline.data.transforms\n"
+        "import os, pipeline.data, pipeline.data.transforms\n"
+        "assert 'NO_ALBUMENTATIONS_UPDATE' not in os.environ, 'the import changed the environment'\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     done = subprocess.run(
