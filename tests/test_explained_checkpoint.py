@@ -210,3 +210,9 @@ def test_weights_that_do_not_fit_name_the_first_keys(explained_file):
     message = str(excinfo.value)
     assert "missing head.bias" in message and "unexpected extra.weight" in message
     assert "blocks.0.attn.qkv.weight [10, 64] vs [192, 64]" in message
+
+
+def test_input_size_is_a_deprecated_alias_of_the_input_config(explained_file):
+    model = load_explained(explained_file)
+    with pytest.warns(FutureWarning, match=r"input_size is deprecated .* use input_config.image_size"):
+        assert model.input_size == model.input_config.image_size == (32, 32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -56,6 +57,16 @@ class ExplainedModel:
     @property
     def input_config(self) -> InputConfig:
         return self.card.input
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Deprecated since 0.2.0, removed in 0.3.0: use `input_config.image_size`."""
+        warnings.warn(
+            "ExplainedModel.input_size is deprecated and will be removed in 0.3.0; use input_config.image_size",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.input_config.image_size
 
     @property
     def threshold(self) -> float:
