@@ -320,7 +320,7 @@ def cpu_model() -> str:
 
 
 def add_ratios(row: dict[str, Any]) -> None:
-    """The issue's ratios for one (model, batch) row."""
+    """The cost ratios of one (model, batch) row (AG-CAM vs a forward, the authors' way vs AG-CAM, ...)."""
     row["agcam_vs_forward"] = row["agcam_batched_s"] / row["forward_s"]
     row["authors_vs_agcam"] = row["authors_s"] / row["agcam_batched_s"]
     row["agcam_single_vs_batched"] = row["agcam_single_s"] / row["agcam_batched_s"]
@@ -328,7 +328,7 @@ def add_ratios(row: dict[str, Any]) -> None:
 
 
 def evaluate_targets(rows: list[dict], multiclass: list[dict], device: str) -> list[dict[str, Any]]:
-    """Each issue target with the measured ratio at the largest batch per model, and whether it is met."""
+    """Each cost target (TARGETS) with the measured ratio at the largest batch per model, and whether it is met."""
     checks = []
     for name, key, target, sense in TARGETS:
         if ("(CPU)" in name and device != "cpu") or ("(GPU)" in name and device != "cuda"):

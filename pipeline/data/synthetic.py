@@ -10,7 +10,7 @@ that share of the images, in a band along the top border at an x position coded 
 of the c-th of `num_classes` equal columns); as soon as p > 0 every object of the dataset is placed below the band
 with two free rows, so the marker never touches an object box, and it is never part of the boxes or masks.
 `hue_reliability` is the share of objects drawn in their class hue, the others get a random hue (1.0: always the
-class hue, today's default; `random_colors` is the same as 0.0). `marker_mode` says where the marker goes: "same"
+class hue, the default; `random_colors` is the same as 0.0). `marker_mode` says where the marker goes: "same"
 at the image's own class spot, "shuffled" at a wrong class's spot (label + a seeded offset in 1..num_classes-1,
 never the true class), "absent" nowhere. The three modes share the images, the objects and which images carry a
 marker (the same share p): only the marker's spot changes, so a test split in "shuffled" or "absent" mode measures
