@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ def guidance_loss(
         return images.new_zeros(()), 0, len(images)
     if guidance.method == "agcam":
         maps = AGCAM(model).differentiable_maps(images[guided], labels[guided])  # (G, gh, gw), graph to the weights
-        coverage = patch_coverage(regions[guided], tuple(maps.shape[-2:]))
+        coverage = patch_coverage(regions[guided], (maps.shape[-2], maps.shape[-1]))
     else:
         maps = input_gradient_maps(model, images[guided])  # (G, H, W)
         coverage = regions[guided].float()
@@ -118,7 +118,7 @@ def input_gradient_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def explicit_attention(model: nn.Module) -> Iterator[None]:
     """timm's attention modules computed as softmax(QK^T)V inside; each module's own fused flag restored on exit."""
-    flags = {module: module.fused_attn for module in model.modules() if hasattr(module, "fused_attn")}
+    flags: dict[Any, Any] = {m: m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")}  # timm's own
     try:
         for module in flags:
             module.fused_attn = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
@@ -18,10 +18,10 @@ from pipeline.inputs import INTERPOLATIONS, InputConfig
 def model_input_config(model: torch.nn.Module) -> InputConfig:
     """The input a timm ViT expects: its built image size, and timm's pretrained normalization and interpolation."""
     config = resolve_model_data_config(model)
-    image_size = tuple(int(side) for side in model.patch_embed.img_size)
+    height, width = (int(side) for side in cast(Any, model.patch_embed).img_size)
     interpolation = config.get("interpolation", "bilinear")
     return InputConfig(
-        image_size, config["mean"], config["std"], interpolation if interpolation in INTERPOLATIONS else "bilinear"
+        (height, width), config["mean"], config["std"], interpolation if interpolation in INTERPOLATIONS else "bilinear"
     )
 
 

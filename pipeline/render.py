@@ -50,7 +50,7 @@ def render_overlay(
     heat = np.asarray(torch.as_tensor(heatmap, dtype=torch.float32).cpu())
     if heat.shape != image.shape[:2]:
         raise ValueError(f"heatmap shape {heat.shape} does not match image shape {image.shape[:2]}")
-    colored = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), colormap), cv2.COLOR_BGR2RGB)
+    colored = cv2.cvtColor(cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), colormap), cv2.COLOR_BGR2RGB)
     picture = cv2.addWeighted(colored, alpha, image, 1 - alpha, 0)
     thickness = max(1, round(min(image.shape[:2]) / 160))
     for boxes, color in ((gt_boxes, GT_COLOR), (pred_boxes, PRED_COLOR)):

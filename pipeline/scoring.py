@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -136,7 +137,7 @@ class LocalizationScorer:
             method: LocalizationMetrics(
                 threshold=options.threshold,
                 pointing_tolerance=options.pointing_tolerance,
-                num_classes=model.num_classes,
+                num_classes=cast(int, model.num_classes),
                 validate_args=False,  # maps, cases and classes are made here, checked by construction
             )
             for method in self.methods

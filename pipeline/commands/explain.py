@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES
 from pipeline.data.bad_samples import BadSampleError
 from pipeline.data.file_source import RawSampleDataset, SampleRecord
 from pipeline.data.folder import UNLABELLED, folder_records
+from pipeline.data.source import RawSample
 from pipeline.data.transforms import SampleTransform
 from pipeline.explain import check_methods
 from pipeline.explained import ExplainedModel
@@ -164,10 +165,11 @@ def explain_files(
     try:
         with rows, tqdm(total=len(todo), desc="explain", unit="image") as progress:
             for start in range(0, len(todo), request.batch_size):
-                decoded = []
+                decoded: list[tuple[RawSample, list[str]]] = []
                 for index in todo[start : start + request.batch_size]:
                     try:
-                        decoded.append((dataset[index], stems[index]))
+                        sample = dataset[index]  # on_bad_sample="error": raises BadSampleError, never None
+                        decoded.append((cast(RawSample, sample), stems[index]))
                     except BadSampleError as error:
                         tqdm.write(f"skipped {error}", file=sys.stderr)
                         report.failed.append((error.path, error.reason))
@@ -214,7 +216,7 @@ def _append_row(rows: IO[str], rows_path: Path, row: dict) -> None:
 
 def _explain_batch(
     model: ExplainedModel,
-    decoded: list[tuple[dict, list[str]]],
+    decoded: list[tuple[RawSample, list[str]]],
     out_dir: Path,
     request: ExplainRequest,
     transform: SampleTransform,

@@ -7,7 +7,7 @@ every card holds (docs/explained_checkpoints.md describes each).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import safetensors
 import timm
@@ -61,7 +61,7 @@ class ExplainedCard:
         timm_model: the timm model name.
         num_classes: size of the classifier head.
         input: the input the model takes (size, normalization, interpolation).
-        class_names: one name per class (None: the class indices as names).
+        class_names: one name per class (empty or None: the class indices as names).
         multi_label: sigmoid per class instead of a softmax.
         model_kwargs: extra timm constructor arguments (img_size, patch_size, depth, ...).
         methods: explanation methods measured for the model, the first being the default.
@@ -73,7 +73,7 @@ class ExplainedCard:
     timm_model: str
     num_classes: int
     input: InputConfig
-    class_names: list[str] | None = None
+    class_names: list[str] = field(default_factory=list)
     multi_label: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: ["agcam"])
@@ -101,7 +101,7 @@ class ExplainedCard:
         """Raise a ValueError naming the field when the card does not describe `model` (classes, input size)."""
         if model.num_classes != self.num_classes:
             raise ValueError(f"num_classes is {self.num_classes} but the model's head has {model.num_classes} outputs")
-        built_size = tuple(model.patch_embed.img_size)
+        built_size = tuple(cast(Any, model.patch_embed).img_size)
         if self.input.image_size != built_size and not getattr(model.patch_embed, "dynamic_img_size", False):
             raise ValueError(
                 f"input_size {list(self.input.image_size)} does not fit the model, built for {list(built_size)} "

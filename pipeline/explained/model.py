@@ -145,7 +145,7 @@ class ExplainedModel:
             self._explainers[method] = build_explainer(method, self.model)
         return self._explainers[method]
 
-    def _target_tensor(self, target: Target, batch: int) -> torch.Tensor:
+    def _target_tensor(self, target: torch.Tensor | int | str | Sequence[int | str], batch: int) -> torch.Tensor:
         """Targets as class indices on the model's device: (B,) or (B, K)."""
         if isinstance(target, torch.Tensor):
             return target.to(self.device).long()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torch import nn
 
 from pipeline.data.selection import class_round_robin
 from pipeline.explained import EXPLAINER_KEY
 from pipeline.files import write_text
+from pipeline.inputs import InputConfig
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import run_folder, wandb_logger
 from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
@@ -96,7 +98,7 @@ class LocalizationCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
-        self.scorer = LocalizationScorer(pl_module.model, self.options, multi_label=multi_label).to(
+        self.scorer = LocalizationScorer(cast(nn.Module, pl_module.model), self.options, multi_label=multi_label).to(
             pl_module.device
         )  # metrics held by a callback are not moved by Lightning
 
@@ -210,7 +212,7 @@ class LocalizationCallback(pl.Callback):
         hparams = pl_module.hparams
         class_names = getattr(hparams, "class_names", None) or [str(i) for i in range(hparams.num_classes)]
         input_config = getattr(trainer.datamodule, "input_config", None) or pl_module.input_config
-        self.panel.log(trainer, stage, class_names, input_config)
+        self.panel.log(trainer, stage, class_names, cast(InputConfig, input_config))
         self.per_class[stage] = {method: class_rows(values, class_names) for method, values in results.items()}
         log_class_tables(trainer, stage, results, class_names)
         if trainer.loggers and wandb_logger(trainer) is None:  # e.g. CSVLogger: a CSV beside its metrics.csv

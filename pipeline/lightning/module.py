@@ -9,6 +9,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from timm.optim import create_optimizer_v2
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torchmetrics import Metric
@@ -155,7 +156,7 @@ class ViTClassifier(pl.LightningModule):
         probs = logits.sigmoid() if self.hparams.multi_label else logits.softmax(dim=-1)
         return {"image_id": batch["image_id"], "probs": probs, "pred": probs.argmax(dim=-1)}
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp = self.hparams
         optimizer = create_optimizer_v2(
             self.model, opt="adamw", lr=hp.lr, weight_decay=hp.weight_decay, layer_decay=hp.layer_decay

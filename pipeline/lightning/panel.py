@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -106,9 +107,8 @@ class HeatmapPanel:
                     folder = run_folder(trainer) / "panels" / f"{stage}-epoch{trainer.current_epoch:03d}" / method
                     save_png(picture, folder / f"{index:02d}-{_safe_name(entry.image_id)}.png")
         if logger is not None:
-            logger.log_metrics(
-                {f"{stage}/panel/{m}": images for m, images in pictures.items()}, step=trainer.global_step
-            )
+            panels: dict[str, Any] = {f"{stage}/panel/{m}": images for m, images in pictures.items()}
+            logger.log_metrics(panels, step=trainer.global_step)  # W&B logs a list of images as one panel
 
 
 def _wandb_image(picture, entry: PanelEntry, pred_boxes: torch.Tensor, class_names: Sequence[str], caption: str):

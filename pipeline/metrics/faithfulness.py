@@ -22,6 +22,10 @@ class ABPC(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    abpc_sum: Tensor  # torchmetrics sum states
+    lerf_sum: Tensor
+    morf_sum: Tensor
+    count: Tensor
 
     def __init__(self, steps: int = 11, batch_size: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)

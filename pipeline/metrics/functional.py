@@ -31,7 +31,7 @@ def check_tolerance(tolerance: int, name: str = "tolerance") -> int:
     return tolerance
 
 
-def normalize_heatmaps(maps: Tensor, image_size: tuple[int, int]) -> Tensor:
+def normalize_heatmaps(maps: Tensor, image_size: Sequence[int]) -> Tensor:
     """Turn raw maps into heatmaps: bilinear upsampling to the input size, then per-image min-max to [0, 1].
 
     A constant map has no extent and becomes all zeros, never NaN.
@@ -82,7 +82,7 @@ def heatmap_boxes(heatmaps: Tensor, threshold: float = 0.5) -> list[Tensor]:
     return boxes
 
 
-def boxes_to_mask(boxes_list: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+def boxes_to_mask(boxes_list: Sequence[Tensor], image_size: Sequence[int]) -> Tensor:
     """Union of each image's boxes as a pixel mask, every box filled inclusively and clipped to the image.
 
     Float coordinates are truncated toward zero, like the protocol's ``int()`` box scaling (docs/method.md).
@@ -110,7 +110,7 @@ def class_regions(
     *,
     boxes: Sequence[Tensor] | None = None,
     masks: Tensor | None = None,
-    image_size: tuple[int, int] | None = None,
+    image_size: Sequence[int] | None = None,
 ) -> Tensor:
     """Where each case's class is: the union of its image's boxes of that class, or those objects' mask pixels.
 
@@ -139,7 +139,7 @@ def class_regions(
     if masks is not None:
         object_ids = [keep.nonzero()[:, 0] + 1 for keep in own]  # mask value i + 1 is object i
         return torch.stack([torch.isin(mask.long(), ids.to(mask.device)) for mask, ids in zip(masks, object_ids)])
-    if image_size is None:
+    if image_size is None or boxes is None:
         raise ValueError("image_size: give the (H, W) the boxes are at")
     return boxes_to_mask([image_boxes[keep] for image_boxes, keep in zip(boxes, own)], image_size)
 
@@ -213,7 +213,7 @@ def scores_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor, eps: floa
 
 
 def box_localization(
-    maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int], threshold: float = 0.5
+    maps: Tensor, boxes: Sequence[Tensor], image_size: Sequence[int], threshold: float = 0.5
 ) -> dict[str, Tensor]:
     """Weakly-supervised localization scores: boxes around the thresholded heatmap against ground-truth boxes.
 
@@ -255,7 +255,7 @@ def mask_localization(maps: Tensor, masks: Tensor, threshold: float = 0.5) -> di
     return scores_from_counts(*confusion_counts(heatmaps > threshold, masks.to(heatmaps.device)))
 
 
-def pointing_game(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int], tolerance: int = 0) -> Tensor:
+def pointing_game(maps: Tensor, boxes: Sequence[Tensor], image_size: Sequence[int], tolerance: int = 0) -> Tensor:
     """Pointing game (Zhang et al. 2016): whether the heatmap's peak falls in (or near) a ground-truth box.
 
     Args:
@@ -308,7 +308,7 @@ def localization_scores(
     boxes: Sequence[Tensor] | None = None,
     masks: Tensor | None = None,
     *,
-    image_size: tuple[int, int] | None = None,
+    image_size: Sequence[int] | None = None,
     threshold: float = 0.5,
     tolerance: int = 0,
     validate_args: bool = True,
@@ -336,16 +336,20 @@ def localization_scores(
             raise ValueError("give exactly one of boxes (box mode) or masks (mask mode)")
         if masks is not None:
             _check_masks(masks, len(maps))
-        else:
+        elif boxes is not None:
             _check_boxes(boxes, len(maps))
         check_threshold(threshold)
         check_tolerance(tolerance)
-    if masks is None and image_size is None:
+    if masks is not None:
+        size = _check_image_size(masks.shape[-2:])
+        target_masks = masks != 0
+    elif image_size is None or boxes is None:
         raise ValueError("image_size: give the (H, W) the boxes are at (box mode has no default size)")
-    size = tuple(masks.shape[-2:]) if masks is not None else _check_image_size(image_size)
+    else:
+        size = _check_image_size(image_size)
+        target_masks = _boxes_to_mask(boxes, size)
     upsampled = _upsampled(maps, size)
     heatmaps = _normalized(maps, upsampled)
-    target_masks = (masks != 0) if masks is not None else _boxes_to_mask(boxes, size)
     target_masks = target_masks.to(heatmaps.device)
     if masks is not None:
         scores = scores_from_counts(*confusion_counts(heatmaps > threshold, target_masks))
@@ -356,7 +360,7 @@ def localization_scores(
     return scores
 
 
-def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+def mass_in_box(maps: Tensor, boxes: Sequence[Tensor], image_size: Sequence[int]) -> Tensor:
     """Relevance mass accuracy (Arras et al. 2022): the share of positive relevance inside the ground-truth boxes.
 
     Threshold-free, unlike the paper's scores: the raw map is upsampled like :func:`normalize_heatmaps` (bilinear,
@@ -509,7 +513,7 @@ def _normalized(maps: Tensor, upsampled: Tensor) -> Tensor:
 
 def _box_scores(heatmaps: Tensor, target_masks: Tensor, threshold: float) -> dict[str, Tensor]:
     """The five scores of boxes drawn around the thresholded heatmaps against (B, H, W) ground-truth masks."""
-    pred_masks = _boxes_to_mask(heatmap_boxes(heatmaps, threshold), tuple(heatmaps.shape[-2:]))
+    pred_masks = _boxes_to_mask(heatmap_boxes(heatmaps, threshold), _check_image_size(heatmaps.shape[-2:]))
     return scores_from_counts(*confusion_counts(pred_masks, target_masks.to(pred_masks.device)))
 
 
@@ -555,12 +559,14 @@ def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     size = tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image_size must be (H, W) with positive sides, got {tuple(image_size)}")
-    return size
+    return size[0], size[1]
 
 
 def _check_boxes(boxes: Sequence[Tensor], batch: int) -> None:
     if isinstance(boxes, Tensor) or len(boxes) != batch:
-        got = f"a tensor of shape {tuple(boxes.shape)}" if isinstance(boxes, Tensor) else f"{len(boxes)} entries"
+        got: object = (
+            f"a tensor of shape {tuple(boxes.shape)}" if isinstance(boxes, Tensor) else f"{len(boxes)} entries"
+        )
         raise ValueError(f"boxes must be a list of one (n, 4) tensor per image ({batch} images), got {got}")
     for i, image_boxes in enumerate(boxes):
         if not isinstance(image_boxes, Tensor) or image_boxes.ndim != 2 or image_boxes.shape[1] != 4:
@@ -579,9 +585,9 @@ def _check_abpc_inputs(
 ) -> tuple[Tensor, Tensor]:
     """Validate the ABPC inputs; return heatmaps at input resolution and the target on the images' device."""
     if not isinstance(images, Tensor) or images.ndim != 4:
-        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        got: object = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {got}")
-    batch, image_size = len(images), tuple(images.shape[-2:])
+    batch, image_size = len(images), _check_image_size(images.shape[-2:])
     _check_maps(heatmaps, "heatmaps")
     if len(heatmaps) != batch:
         raise ValueError(f"heatmaps must hold one map per image ({batch}), got shape {tuple(heatmaps.shape)}")

@@ -62,10 +62,15 @@ class LocalizationMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    score_sums: Tensor  # (scores,) float64 sums over used cases; the states below are torchmetrics sums too
+    cases: Tensor
+    skipped: Tensor
+    class_score_sums: Tensor  # (C, scores), with num_classes only
+    class_cases: Tensor  # (C,)
 
     def __init__(
         self,
-        image_size: tuple[int, int] | None = None,
+        image_size: Sequence[int] | None = None,
         threshold: float = 0.5,
         pointing_tolerance: int = 0,
         num_classes: int | None = None,
@@ -93,7 +98,7 @@ class LocalizationMetrics(Metric):
         maps: Tensor,
         boxes: Sequence[Tensor] | None,
         correct: Tensor,
-        image_size: tuple[int, int] | None = None,
+        image_size: Sequence[int] | None = None,
         masks: Tensor | None = None,
         classes: Tensor | None = None,
     ) -> None:
