@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import pytorch_lightning as pl
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.strategies import ModelParallelStrategy
@@ -67,12 +70,12 @@ class ViTDataModule(DatasetSplits, pl.LightningDataModule):
     def eval_indices(self, split: str) -> list[int]:
         """The indices of `split` this process evaluates (all of them on one process)."""
         sampler = self._eval_sampler(split)
-        return list(sampler) if sampler is not None else list(range(len(self.datasets[split])))
+        return list(cast(Iterable[int], sampler)) if sampler is not None else list(range(len(self.datasets[split])))
 
     def _eval_loader(self, split: str) -> DataLoader:
         sampler = self._eval_sampler(split)
         if sampler is not None:
-            check_even_split_when_sharded(self.trainer, split, len(self.datasets[split]))
+            check_even_split_when_sharded(cast(pl.Trainer, self.trainer), split, len(self.datasets[split]))
         return self.loader(split, sampler=sampler)
 
     def _eval_sampler(self, split: str) -> UnrepeatedDistributedSampler | None:

@@ -120,10 +120,10 @@ class ViTClassifier(pl.LightningModule):
             )
         dtype = self.hparams.get("sharded_param_dtype")
         policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) if dtype else None
-        options = dict(mesh=mesh["data_parallel"], mp_policy=policy or MixedPrecisionPolicy())
+        data_parallel, mp_policy = mesh["data_parallel"], policy or MixedPrecisionPolicy()
         for block in self.model.blocks:
-            fully_shard(block, **options)
-        fully_shard(self.model, **options)
+            fully_shard(block, mesh=data_parallel, mp_policy=mp_policy)
+        fully_shard(self.model, mesh=data_parallel, mp_policy=mp_policy)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
