@@ -39,7 +39,7 @@ def content_hash(checkpoint: Mapping[str, Any]) -> str:
         if isinstance(value, torch.Tensor):
             tensor = value.detach().cpu().contiguous()
             digest.update(f"{place}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-            digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+            digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]  # a buffer
         else:
             described = repr(value) if isinstance(value, PLAIN_TYPES) else type(value).__name__
             digest.update(f"{place}={described}|".encode())

@@ -16,8 +16,10 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
@@ -39,7 +41,9 @@ class Preemption(pl.Callback):
         self.filename = filename
         self.received: int | None = None  # the first stop signal of this fit
         self.checkpoint: Path | None = None
-        self._stop_lightning: signal.Handlers | None = None  # Lightning's SIGTERM handler: it sets the stop flag
+        self._stop_lightning: Callable[[int, FrameType | None], Any] | None = (
+            None  # Lightning's SIGTERM handler: it sets the stop flag
+        )
         self._trainer: pl.Trainer | None = None
         self._deferred = False
 
@@ -110,6 +114,8 @@ class Preemption(pl.Callback):
 
     @rank_zero_only
     def _report(self, trainer: pl.Trainer) -> None:
+        if self.received is None or self.checkpoint is None:
+            return  # no signal stopped this fit
         name = signal.Signals(self.received).name
         print(
             f"{name}: stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {self.checkpoint}. "
