@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def _prefixed(where: str, problem: str) -> str:
     return f"{where}: {problem}" if where else problem
 
 
-def annotation_number(value: object, field: str, path: str | Path, where: str = "") -> float:
+def annotation_number(value: Any, field: str, path: str | Path, where: str = "") -> float:
     """A number as an annotation states it (text or a JSON number), or `BadSampleError` naming the field.
 
     `float()` alone would let "inf" and "nan" through, which clipping then turns into plausible boxes.

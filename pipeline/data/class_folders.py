@@ -134,6 +134,7 @@ class ClassFolderSource(FileSource):
                 except BadSampleError as error:
                     self.bad_samples.reject(error)
         for file_name, boxed in rows.items():  # rows no image of this split matched
+            assert side_file is not None  # rows come from the side file
             if not self._left_out_on_purpose(split_dir / file_name):
                 self.bad_samples.reject(
                     BadSampleError(side_file, f"{boxed.first_place}: {file_name} is not an image under {split_dir}")
@@ -162,6 +163,7 @@ class ClassFolderSource(FileSource):
     ) -> SampleRecord:
         if boxed is None or not boxed.boxes:
             return SampleRecord(image_path, image_id, label, NO_BOXES, NO_BOX_LABELS)
+        assert side_file is not None  # boxes come from the side file
         positions = []
         for position, (category, place) in enumerate(zip(boxed.categories, boxed.places)):
             named = category_name(category, self.class_names)

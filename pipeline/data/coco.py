@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.annotations import annotated_size, annotation_number, usable_objects
+from pipeline.data.annotations import NO_BOX_LABELS, NO_BOXES, annotated_size, annotation_number, usable_objects
 from pipeline.data.bad_samples import BadSampleError, OnBadSample
 from pipeline.data.decoding import Size, image_size
 from pipeline.data.file_source import FileSource, SampleRecord
@@ -104,7 +104,8 @@ class COCOSource(FileSource):
         self._categories_path = next(iter(self._json_paths.values()))
         self._categories = _categories(_load_coco_json(self._categories_path), self._categories_path)
         self.class_names = [name for _, name in self._categories]
-        self._class_index = {category_id: index for index, (category_id, _) in enumerate(self._categories)}
+        # looked up with whatever an annotation states as its category_id
+        self._class_index: dict[object, int] = {cid: index for index, (cid, _) in enumerate(self._categories)}
 
     def _records(self, split: str) -> list[SampleRecord]:
         if split not in self._json_paths:
@@ -134,20 +135,25 @@ class COCOSource(FileSource):
         image_path = self.root / file_name
         if not image_path.is_file():
             raise BadSampleError(image_path, f"image file not found (listed in {json_path})")
-        size = self._size(image, image_path, json_path, context) if boxed else None
-        boxes, box_labels, _ = usable_objects(
-            json_path,
-            [annotation.get("category_id") for annotation in boxed],
-            np.array(
-                [_xyxy(annotation, json_path, f"{context}, object {i}") for i, annotation in enumerate(boxed)],
-                np.float64,
-            ).reshape(-1, 4),
-            size,
-            self._class_index,
-            self.bad_samples,
-            context=context,
-        )
+        size: Size | None = None  # read only for an image with boxes
+        boxes, box_labels = NO_BOXES, NO_BOX_LABELS
+        if boxed:
+            size = self._size(image, image_path, json_path, context)
+            categories: list[object] = [annotation.get("category_id") for annotation in boxed]
+            boxes, box_labels, _ = usable_objects(
+                json_path,
+                categories,
+                np.array(
+                    [_xyxy(annotation, json_path, f"{context}, object {i}") for i, annotation in enumerate(boxed)],
+                    np.float64,
+                ).reshape(-1, 4),
+                size,
+                self._class_index,
+                self.bad_samples,
+                context=context,
+            )
         labels_only = self._unboxed_labels([a for a in annotations if "bbox" not in a], json_path, context)
+        target: int | np.ndarray
         if self.multi_label:
             target = np.zeros(self.num_classes, np.float32)
             target[box_labels] = 1.0
@@ -188,4 +194,6 @@ class COCOSource(FileSource):
         width, height = image.get("width"), image.get("height")
         if width is None and height is None:
             return image_size(image_path)
-        return annotated_size(width, height, json_path, where=where)
+        size = annotated_size(width, height, json_path, where=where)
+        assert size is not None  # None only with zero_is_unknown: here a 0 is a BadSampleError
+        return size

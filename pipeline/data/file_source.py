@@ -96,6 +96,7 @@ class RawSampleDataset(Dataset):
             image_id=record.image_id,
         )
         if record.mask_path is not None:
+            assert record.mask_object_ids is not None  # a record sets both or neither
             mask = load_mask(record.mask_path, record.mask_object_ids)
             if mask.shape != (height, width):
                 mask_height, mask_width = mask.shape

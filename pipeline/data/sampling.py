@@ -36,7 +36,7 @@ class EpochSampler(DistributedSampler):
         """Start `epoch` after its first `samples` (of this process's share); later epochs start at 0."""
         self._resume = (epoch, samples)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:

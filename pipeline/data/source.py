@@ -8,9 +8,9 @@ coordinates. Transforms (resize, augmentation, normalization) happen later, in `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import numpy as np
-from torch.utils.data import Dataset
 from typing_extensions import NotRequired, TypedDict
 
 SPLITS = ("train", "val", "test")
@@ -45,6 +45,14 @@ class RawSample(TypedDict):
     mask: NotRequired[np.ndarray]
 
 
+class SourceDataset(Protocol):
+    """What `ImageSource.dataset` hands out: a map-style dataset of raw samples (None: one its reader skipped)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> RawSample | None: ...
+
+
 class ImageSource(ABC):
     """A dataset format: class names, label mode, and one `Dataset[RawSample]` per split."""
 
@@ -56,5 +64,5 @@ class ImageSource(ABC):
         return len(self.class_names)
 
     @abstractmethod
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: str) -> SourceDataset:
         """The raw dataset for `split` (one of SPLITS); a clear ValueError for a split the format lacks."""

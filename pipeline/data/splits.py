@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.data.sampling import ignore_stop_signals, sample_seed
-from pipeline.data.source import SPLITS, ImageSource
+from pipeline.data.source import SPLITS, ImageSource, SourceDataset
 from pipeline.data.transforms import Augmentation, SampleTransform
 from pipeline.inputs import InputConfig
 
-STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}  # VOC 2012 has no test split
+# The splits each Lightning stage needs (None, or another stage: all of SPLITS). VOC 2012 has no test split.
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 
 class TransformedDataset(Dataset):
@@ -26,7 +27,7 @@ class TransformedDataset(Dataset):
     Indexed by an (epoch, index) pair (`EpochSampler`), the augmentation is seeded by (seed, epoch, index).
     """
 
-    def __init__(self, raw: Dataset, transform: SampleTransform, seed: int = 0) -> None:
+    def __init__(self, raw: SourceDataset, transform: SampleTransform, seed: int = 0) -> None:
         self.raw = raw
         self.transform = transform
         self.seed = seed

@@ -98,12 +98,12 @@ def read_voc_xml(path: Path) -> VOCAnnotation:
         name = (element.findtext("name") or "").strip()
         if not name:
             raise BadSampleError(path, f"{where}: <name> is missing")
-        box = tuple(
+        xmin, ymin, xmax, ymax = (
             annotation_number(element.findtext(f"bndbox/{field}"), f"<bndbox/{field}>", path, where)
             for field in _BOX_FIELDS
         )
         difficult = element.findtext("difficult", "0").strip() == "1"
-        objects.append(VOCObject(name, box, difficult))
+        objects.append(VOCObject(name, (xmin, ymin, xmax, ymax), difficult))
     return VOCAnnotation(size, objects)
 
 

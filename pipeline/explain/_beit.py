@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from timm.models.beit import Attention, Beit, Block
+from torch import nn
 
 from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
@@ -36,11 +39,11 @@ class BeitFamily(Family):
         return model.pos_drop(tokens), shared_bias
 
     def heads(self, index: int, attn_input: torch.Tensor, positions: torch.Tensor | None) -> Heads:
-        attn = self.blocks[index].attn
+        attn = cast(nn.Module, self.blocks[index].attn)
         bias = attn._get_rel_pos_bias() if attn.relative_position_bias_table is not None else None  # (1, H, T, T)
         if positions is not None:
             bias = positions.unsqueeze(0) if bias is None else bias + positions
-        return Heads(*split_qkv(attn, attn_input), attn.scale, bias)
+        return Heads(*split_qkv(attn, attn_input), cast(float, attn.scale), bias)
 
     def run_block(self, index: int, x: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         block = self.blocks[index]

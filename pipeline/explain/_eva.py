@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from timm.layers import AttentionRope, apply_rot_embed_cat
 from timm.models.eva import Eva, EvaAttention, EvaBlock, EvaBlockPostNorm
+from torch import nn
 
 from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
@@ -39,7 +42,7 @@ class EvaFamily(Family):
         return model.norm_pre(tokens), rope
 
     def heads(self, index: int, attn_input: torch.Tensor, positions: torch.Tensor | None) -> Heads:
-        attn = self.blocks[index].attn
+        attn = cast(nn.Module, self.blocks[index].attn)
         q, k, v = split_qkv(attn, attn_input)
         rope = positions[index] if positions is not None and self.model.rope_mixed else positions
         if rope is not None:  # prefix tokens are not rotated
@@ -49,7 +52,7 @@ class EvaFamily(Family):
         groups = attn.num_heads // k.shape[1]  # grouped-query attention: each key/value head serves `groups` heads
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return Heads(q, k, v, attn.scale)
+        return Heads(q, k, v, cast(float, attn.scale))
 
     def run_block(self, index: int, x: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         block = self.blocks[index]

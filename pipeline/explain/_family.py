@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +84,10 @@ def split_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         if q_bias is None:
             qkv = attn.qkv(x)
         else:
-            bias = torch.cat((q_bias, attn.k_bias, attn.v_bias))
-            qkv = attn.qkv(x) + bias if attn.qkv_bias_separate else F.linear(x, attn.qkv.weight, bias)
+            k_bias, v_bias = cast(torch.Tensor, attn.k_bias), cast(torch.Tensor, attn.v_bias)
+            bias = torch.cat((q_bias, k_bias, v_bias))
+            weight = cast(torch.Tensor, attn.qkv.weight)
+            qkv = attn.qkv(x) + bias if attn.qkv_bias_separate else F.linear(x, weight, bias)
         qkv = qkv.reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
     else:
@@ -148,12 +150,12 @@ class Family(ABC):
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
-        return self.model.blocks
+        return cast(Sequence[nn.Module], self.model.blocks)  # a ModuleList
 
     @property
     def num_prefix_tokens(self) -> int:
         """Class, distillation and register tokens before the patches."""
-        return self.model.num_prefix_tokens
+        return cast(int, self.model.num_prefix_tokens)
 
     @property
     def has_class_token(self) -> bool:
@@ -162,7 +164,7 @@ class Family(ABC):
     @property
     def readout_kind(self) -> str:
         """The readout: "token" (the class token), or pooled: "avg", "max", "avgmax", "map" (attention-pool probe)."""
-        return self.model.global_pool
+        return cast(str, self.model.global_pool)
 
     @property
     def readout_first_row(self) -> int:
@@ -183,7 +185,7 @@ class Family(ABC):
     def attention_dropout(self, index: int) -> float:
         """Block `index`'s attention dropout probability as its module would apply it now (0 in eval mode)."""
         attn = self.blocks[index].attn
-        return attn.attn_drop.p if attn.training else 0.0
+        return cast(float, attn.attn_drop.p) if attn.training else 0.0
 
     def attention_output(self, index: int, context: torch.Tensor, attn_input: torch.Tensor) -> torch.Tensor:
         """Block `index`'s attention output for `context` (B, H, N, d): merge heads, scale-norm, gate, project.
@@ -250,7 +252,7 @@ class Family(ABC):
 
     def _probe(self, x: torch.Tensor, attend: ProbeAttendFn | None) -> tuple[torch.Tensor, torch.Tensor]:
         """timm's AttentionPoolLatent on `x` (B, N, D): pooled features (B, D) and its attention (B, H, 1, N)."""
-        probe: AttentionPoolLatent = self.model.attn_pool
+        probe = cast(AttentionPoolLatent, self.model.attn_pool)
         batch, tokens, channels = x.shape
         if probe.pos_embed is not None:
             x = x + probe.pos_embed.unsqueeze(0).to(x.dtype)

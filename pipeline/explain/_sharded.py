@@ -65,7 +65,7 @@ def refuse_wrapper(module: nn.Module, what: str) -> None:
         raise UnsupportedModelError(f"{what} is wrapped in {name} inside the model ({SUPPORTED_WRAPPERS}).")
 
 
-def plain_type(module: nn.Module) -> type:
+def plain_type(module: object) -> type:
     """The module's own class: fully_shard swaps in a subclass FSDP<Name>(FSDPModule, <Name>)."""
     cls = type(module)
     if isinstance(module, FSDPModule):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
 
 from pipeline.explain._errors import UnsupportedModelError
 from pipeline.explain._family import AttendFn, Family, Heads, split_qkv
@@ -31,8 +34,8 @@ class ViTFamily(Family):
         return model.norm_pre(model.patch_drop(tokens)), None
 
     def heads(self, index: int, attn_input: torch.Tensor, positions: None) -> Heads:
-        attn = self.blocks[index].attn
-        return Heads(*split_qkv(attn, attn_input), attn.scale)
+        attn = cast(nn.Module, self.blocks[index].attn)
+        return Heads(*split_qkv(attn, attn_input), cast(float, attn.scale))
 
     def run_block(self, index: int, x: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         block = self.blocks[index]

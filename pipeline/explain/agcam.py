@@ -121,7 +121,7 @@ class AGCAM(ReplayingExplainer):
             grads = torch.autograd.grad(target_logits.sum(), row_probs + probe_probs, create_graph=create_graph)
 
         row_weights = record.readout.weights[:, rows]  # (B, R)
-        maps = 0
+        maps: torch.Tensor | int = 0  # int only until the first term (there is always one)
         for scores, grad in zip(row_scores, grads):
             grad = grad.unflatten(2, (num_targets, num_rows))  # (B, H, K, R, T)
             term = grad[..., prefix:].relu() * scores[..., prefix:].sigmoid().unsqueeze(2)  # (B, H, K, R, P)
@@ -130,6 +130,7 @@ class AGCAM(ReplayingExplainer):
             maps = maps + term.sum(dim=3).sum(dim=1)
         for scores, grad in zip(probe_scores, grads[len(row_scores) :]):
             maps = maps + self._probe_term(scores, grad.unflatten(0, (batch, num_targets)).transpose(1, 2))
+        assert isinstance(maps, torch.Tensor)
         return maps  # (B, K, P)
 
     def _pooled_maps(self, record: ContextRecorder, target: torch.Tensor | None) -> torch.Tensor:
@@ -143,7 +144,7 @@ class AGCAM(ReplayingExplainer):
             selected = readout.logits.gather(1, targets[:, column : column + 1]).sum()
             grads = torch.autograd.grad(selected, contexts + probe_probs, retain_graph=column + 1 < targets.shape[1])
             with torch.no_grad():
-                maps = 0
+                maps: torch.Tensor | int = 0  # int only until the first term (there is always one)
                 for context_grad, sigmoids, v in zip(grads, record.row_sigmoids, record.patch_values):
                     attn_grad = context_grad[:, :, rows] @ v.transpose(-2, -1)  # (B, H, R, P) = dy/dA
                     term = attn_grad.relu_().mul_(sigmoids)  # in place: this runs over every (row, patch)
@@ -152,6 +153,7 @@ class AGCAM(ReplayingExplainer):
                     maps = maps + term.flatten(1, 2).sum(dim=1)
                 for scores, grad in zip(record.probe_scores, grads[len(contexts) :]):
                     maps = maps + self._probe_term(scores, grad.unsqueeze(2))[:, 0]
+            assert isinstance(maps, torch.Tensor)
             per_target.append(maps)
         return torch.stack(per_target, dim=1)  # (B, K, P)
 

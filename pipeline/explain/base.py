@@ -107,7 +107,9 @@ def record_batch(explainers: Sequence[Explainer], images: torch.Tensor) -> Recor
     if any(explainer.model is not model for explainer in explainers):
         raise ValueError("record_batch shares one forward: every explainer must explain the same model")
     check_images(model, images)
-    recorders = {e: e.recorder() for e in explainers if isinstance(e, ReplayingExplainer)}
+    recorders: dict[Explainer, ForwardRecorder] = {
+        e: e.recorder() for e in explainers if isinstance(e, ReplayingExplainer)
+    }
     with explaining(model), family.gather.gathering():
         readout = run_recorded(family, model_inputs(model, images), list(recorders.values()))
     return RecordedBatch(images, readout.logits.detach(), recorders)

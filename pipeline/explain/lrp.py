@@ -16,6 +16,7 @@ classes per image share one forward and one relevance pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from timm.layers import Mlp
@@ -132,7 +133,7 @@ def record_forward(family: Family, images: torch.Tensor) -> RecordedForward:
     records = []
     x, positions = family.embed(images)
     for index, block in enumerate(family.blocks):
-        attn, mlp = block.attn, block.mlp
+        attn, mlp = cast(torch.nn.Module, block.attn), block.mlp
         normed1 = block.norm1(x)
         heads = family.heads(index, normed1, positions)
         attn_probs = heads.scores().softmax(dim=-1)
@@ -209,7 +210,7 @@ class TransformerAttribution(Explainer):
         with torch.no_grad():
             relevance, readout_weights = self._token_relevance(recorded.final_tokens, targets)
             attn_relevances = []
-            for block, record in zip(reversed(model.blocks), reversed(recorded.blocks)):
+            for block, record in zip(reversed(self.family.blocks), reversed(recorded.blocks)):
                 relevance, attn_relevance = block_relevance(block, record, relevance)
                 attn_relevances.append(attn_relevance)
             weighted = [
@@ -228,7 +229,9 @@ class TransformerAttribution(Explainer):
         """
         model = self.model
         batch, tokens, _ = final_tokens.shape
-        one_hot = torch.zeros(*targets.shape, model.num_classes, device=targets.device, dtype=final_tokens.dtype)
+        one_hot = torch.zeros(
+            *targets.shape, cast(int, model.num_classes), device=targets.device, dtype=final_tokens.dtype
+        )
         one_hot.scatter_(2, targets.unsqueeze(-1), 1.0)  # (B, K, C)
         relevance = torch.zeros(*targets.shape, *final_tokens.shape[1:], device=targets.device, dtype=one_hot.dtype)
         weights = final_tokens.new_zeros(batch, tokens)
@@ -236,7 +239,9 @@ class TransformerAttribution(Explainer):
             first = self.family.readout_first_row
             pooled_tokens = final_tokens[:, first:]  # (B, N, D)
             pooled = pooled_tokens.mean(dim=1, keepdim=True)  # (B, 1, D)
-            pooled_relevance = linear_relevance(one_hot, model.fc_norm(pooled), model.head.weight)  # (B, K, D)
+            pooled_relevance = linear_relevance(
+                one_hot, model.fc_norm(pooled), cast(torch.Tensor, model.head.weight)
+            )  # (B, K, D)
             pooled_relevance = pooled * safe_divide(pooled_relevance, pooled)  # through fc_norm unchanged
             averaging = pooled_tokens.new_full((1, pooled_tokens.shape[1]), 1.0 / pooled_tokens.shape[1])
             per_token = linear_relevance(  # (B, K, D, N): the mean as a linear layer over the token axis
@@ -254,7 +259,9 @@ class TransformerAttribution(Explainer):
             head_relevances = list(residual_relevance(one_hot, class_half, dist_half))
         for (token, head), head_relevance in zip(readouts, head_relevances):
             token_features = final_tokens[:, token : token + 1]  # (B, 1, D)
-            pooled = linear_relevance(head_relevance, model.fc_norm(token_features), head.weight)  # (B, K, D)
+            pooled = linear_relevance(
+                head_relevance, model.fc_norm(token_features), cast(torch.Tensor, head.weight)
+            )  # (B, K, D)
             relevance[:, :, token] = token_features * safe_divide(pooled, token_features)
         weights[:, 0] = 1.0
         return relevance, weights
