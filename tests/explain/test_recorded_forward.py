@@ -7,6 +7,7 @@ import torch
 
 from pipeline.explain import AGCAM, AttentionRollout, GradientRollout
 from pipeline.explain.base import record_batch
+from scripts.oracle import relative_error
 from tests.helpers.models import tiny_vit
 
 READOUTS = {
@@ -14,10 +15,6 @@ READOUTS = {
     "avg": dict(global_pool="avg", class_token=False),
     "map": dict(global_pool="map"),
 }
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.mark.parametrize("readout", READOUTS)

@@ -4,11 +4,8 @@ import pytest
 import torch
 
 from pipeline.explain import AGCAM, AttentionRollout, TransformerAttribution
+from scripts.oracle import relative_error
 from tests.helpers.models import build_reference_model, load_npz
-
-
-def relative_error(mine: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((mine.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pipeline.explain import (
     UnsupportedModelError,
     build_explainer,
 )
-from tests.helpers.oracle import relative_error
+from scripts.oracle import relative_error
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=2, num_classes=5)
 MODELS = {  # name -> timm model, overrides: every AG-CAM readout, and a rotary (Eva) and a relative-bias (Beit) family

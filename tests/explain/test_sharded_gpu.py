@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.explain import AGCAM, AttentionRollout, GradientRollout
-from tests.helpers.oracle import relative_error
+from scripts.oracle import relative_error
 
 pytestmark = [
     pytest.mark.gpu,
