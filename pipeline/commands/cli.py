@@ -25,6 +25,7 @@ from pipeline.commands.evaluate import (
     PAPER_METHODS,
     data_splits_from,
     evaluate,
+    format_reliance,
     format_table,
     split_loader,
     write_evaluation,
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="heatmap threshold (default: the card's, else 0.5)")
     evaluate.add_argument("--abpc", action="store_true", help="also measure ABPC (faithfulness)")
     evaluate.add_argument("--abpc_images", type=int, help="with --abpc: at most this many images")
+    evaluate.add_argument(
+        "--reliance", action="store_true", help="also accuracy with the labelled objects erased / the context erased"
+    )
     evaluate.add_argument("--use_masks", action="store_true", help="score against ground-truth masks, not boxes")
     evaluate.add_argument("--pointing_tolerance", type=int, default=0, help="pointing game slack (px)")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.csv and evaluation.json")
@@ -161,12 +165,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, threshold=model.threshold)
     threshold = options.threshold
     loader = split_loader(data, args.split, model)
-    results = evaluate(model, loader, options)
+    results = evaluate(model, loader, options, reliance=args.reliance)
     dataset = f"{type(data.source).__name__}/{args.split}"
     print(f"Localization on {dataset}, threshold {threshold} (Used: correctly classified cases; Skipped: the others)")
     print(format_table(results["methods"]))
     if results["unreadable"] or results["unboxed"]:
         print(f"  unreadable images skipped: {results['unreadable']}; cases without a box: {results['unboxed']}")
+    if "reliance" in results:
+        print(format_reliance(results["reliance"]))
     model_name = args.model or f"{args.timm_model} + {args.weights}"
     described = {"model": model_name, "dataset": dataset, "threshold": threshold, **results}
     for path in write_evaluation(described, args.out):
