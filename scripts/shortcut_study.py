@@ -33,6 +33,7 @@ MARKER = {}  # configs/shortcut.yaml as it is: the white marker, 70% class hue
 BORDER = {"marker_fraction": 0.0, "border_fraction": 1.0}  # a class-tinted frame instead of the marker
 OBJECT_ONLY = {"marker_fraction": 0.0}  # no shortcut: what the object alone allows
 CLEAN = {"hue_reliability": 1.0}  # the marker, but the object's hue always tells the class too
+SHAPE_ONLY = {"hue_reliability": 0.0}  # the marker, and only the shape tells the class
 AUTO = ["--model.guidance_weight", "auto"]
 ROWS = {  # name -> (data overrides, guidance arguments)
     "object only: 70% class hue, no shortcut": (OBJECT_ONLY, []),
@@ -42,6 +43,7 @@ ROWS = {  # name -> (data overrides, guidance arguments)
     "border, guidance auto": (BORDER, AUTO),
     "class hue always + marker, plain": (CLEAN, []),
     "class hue always + marker, guidance auto": (CLEAN, AUTO),
+    "random hue always + marker, plain": (SHAPE_ONLY, []),
 }
 REPORTED = {
     "val/acc": "val acc",
