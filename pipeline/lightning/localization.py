@@ -266,7 +266,9 @@ class LocalizationCallback(pl.Callback):
             self.class_atlas.reset()
             log_atlas(trainer, stage, atlas, class_names)
 
-    def _log_reliance(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, class_names: list[str]):
+    def _log_reliance(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, class_names: list[str]
+    ) -> None:
         """`<stage>/reliance/<score>` (synchronized sums) and a per-class W&B table; nothing for an empty epoch."""
         values = self.reliance_scorer.compute()  # synchronizes: on every process
         self.reliance_scorer.reset()
