@@ -229,6 +229,8 @@ def test_reliance_and_atlas_on_val_and_test(tmp_path):
         assert result[f"{stage}/reliance/acc"] == pytest.approx(result[f"{stage}/acc"])  # same images, same logits
         for name in ("acc_object_erased", "acc_context_erased", "chance"):
             assert 0 <= result[f"{stage}/reliance/{name}"] <= 1
+        reliance_rows = callback.per_class[stage]["reliance"]  # summary.json's per-class output
+        assert sum(row["images"] for row in reliance_rows.values()) == 32
         (atlas,) = tmp_path.glob(f"run/version_*/atlas/{stage}-epoch000.png")
         assert Image.open(atlas).size == (96 * 4, 96)  # one 96 px tile per class
 
