@@ -7,8 +7,8 @@
 
 Prints a table of median wall times (after a warm-up epoch) and the ratios to plain validation; the targets are
 + AG-CAM <= 1.15 x plain validation (the explainers replay from the validation step's own forward), and <= 1.3 x
-for ViT-B/16 at 224 px. Also measured: all three methods of the paper (AG-CAM, rollout, LRP) side by side, object reliance
-(`reliance: true`, at most two extra forwards per image) and the class atlas on top of AG-CAM, the
+for ViT-B/16 at 224 px. Also measured: all three methods of the paper (AG-CAM, rollout, LRP) side by side,
+object reliance (`reliance: true`, at most two extra forwards per image) and the class atlas on top of AG-CAM, the
 median training step with the guidance loss (`--model.guidance_weight`) against a plain training step, and the
 memory of AG-CAM's record of a validation batch next to the activations a training step saves for its backward.
 """
