@@ -109,7 +109,7 @@ def object_erased_counts(
     """(2 + C,) counts of the batch's images with a labelled object: right answers with the objects erased, images,
     and images per class (so that sums over processes give the same rule as one process). No gradient."""
     labels = batch["target"].long()
-    regions = object_regions(batch, tuple(images.shape[-2:]), annotations == "masks").to(images.device)
+    regions = object_regions(batch, (images.shape[-2], images.shape[-1]), annotations == "masks").to(images.device)
     boxed = regions.flatten(1).any(dim=1)
     labels = labels[boxed]
     per_class = torch.bincount(labels, minlength=num_classes)

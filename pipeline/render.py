@@ -88,7 +88,7 @@ def render_atlas(
     tiles = []
     for mean, count, name in zip(means.float().cpu(), images.tolist(), class_names):
         if count:
-            heat = np.uint8(np.clip(mean.numpy(), 0, 1) * 255)
+            heat = (np.clip(mean.numpy(), 0, 1) * 255).astype(np.uint8)
             heat = cv2.resize(heat, (tile, tile), interpolation=cv2.INTER_NEAREST)
             picture = cv2.cvtColor(cv2.applyColorMap(heat, colormap), cv2.COLOR_BGR2RGB)
         else:

@@ -272,7 +272,7 @@ class RelianceScorer:
 
     def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> None:
         """Count one batch; `logits` are the model's on the unchanged images (no third forward)."""
-        regions = object_regions(batch, tuple(images.shape[-2:]), self.use_masks).to(images.device)
+        regions = object_regions(batch, (images.shape[-2], images.shape[-1]), self.use_masks).to(images.device)
         boxed = regions.flatten(1).any(dim=1)
         labels = batch["target"].long()[boxed]
         kept = logits[boxed]

@@ -53,8 +53,10 @@ def map_similarity(original: torch.Tensor, randomized: torch.Tensor, image_size:
     normalized heatmaps at `image_size` (data range 1). Returns {"spearman": (B,), "ssim": (B,)}."""
     spearman = spearman_corrcoef(randomized.flatten(1).T.double(), original.flatten(1).T.double())
     spearman = torch.nan_to_num(spearman.reshape(-1), nan=0.0)
-    heatmaps = [normalize_heatmaps(maps, image_size)[:, None].double() for maps in (randomized, original)]
-    ssim = structural_similarity_index_measure(*heatmaps, data_range=1.0, reduction="none")
+    randomized_heatmaps, original_heatmaps = (
+        normalize_heatmaps(maps, image_size)[:, None].double() for maps in (randomized, original)
+    )
+    ssim = structural_similarity_index_measure(randomized_heatmaps, original_heatmaps, data_range=1.0, reduction="none")
     return {"spearman": spearman.float(), "ssim": ssim.float()}
 
 
@@ -77,7 +79,7 @@ def sanity_check(
     blocks = model_blocks(randomized)
     with torch.no_grad():
         targets = model(images).argmax(dim=-1)
-    image_size = tuple(images.shape[-2:])
+    image_size = (images.shape[-2], images.shape[-1])
     original = {method: build_explainer(method, model)(images, targets) for method in methods}
     rows: dict[str, list[dict[str, float]]] = {method: [] for method in methods}
     for step in range(len(blocks) + 1):

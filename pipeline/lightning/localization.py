@@ -128,10 +128,12 @@ class LocalizationCallback(pl.Callback):
         if self.reliance:
             if multi_label:
                 raise ValueError("reliance: true is for single-label data (one labelled class per image); set it false")
-            scorer = RelianceScorer(pl_module.model, pl_module.hparams.num_classes, use_masks=self.use_masks)
+            scorer = RelianceScorer(
+                cast(nn.Module, pl_module.model), pl_module.hparams.num_classes, use_masks=self.use_masks
+            )
             self.reliance_scorer = scorer.to(pl_module.device)
         if self.atlas:
-            grid = tuple(pl_module.model.patch_embed.grid_size)
+            grid = tuple(cast(Any, pl_module.model).patch_embed.grid_size)
             self.class_atlas = ClassAtlas(pl_module.hparams.num_classes, grid).to(pl_module.device)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:

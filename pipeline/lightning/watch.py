@@ -111,7 +111,7 @@ class LocalizationWatch(pl.Callback):
         metrics = trainer.callback_metrics
         pair = _finite(metrics, self.accuracy, self.localization)
         if pair is not None:
-            self.history.append(pair)
+            self.history.append((pair[0], pair[1]))
             self.signals["localization"] = shortcut_verdict(
                 self.history, min_drop=self.min_drop, low=self.low, high_accuracy=self.high_accuracy
             )

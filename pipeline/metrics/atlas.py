@@ -19,6 +19,8 @@ class ClassAtlas(Metric):
     """
 
     full_state_update = False
+    sums: Tensor
+    images: Tensor
 
     def __init__(self, num_classes: int, grid: tuple[int, int]) -> None:
         super().__init__()

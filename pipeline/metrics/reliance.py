@@ -81,6 +81,11 @@ class ObjectReliance(Metric):
     """
 
     full_state_update = False
+    images: Tensor
+    acc: Tensor
+    acc_object_erased: Tensor
+    acc_context_erased: Tensor
+    unboxed: Tensor
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
