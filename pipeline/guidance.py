@@ -12,10 +12,18 @@ that lies outside the label's boxes (or masks): sum(M * (1 - coverage)) / sum(M)
   the decision; it costs a double backward through the whole model.
 
 Images without a box of their class are trained as usual and counted, never guessed at.
+
+The weight can be a number or "auto" (`AutoWeight`): a controller that watches what the model does, not its
+explanation. Every step it measures the training batch's accuracy with the labelled objects erased (one extra
+forward, no gradient; `pipeline.metrics.reliance`) and raises the weight while that accuracy stays above chance
+(the model answers from something outside the objects), lowering it slowly once it is at chance. The loss being
+weighted is unchanged, so the model is never trained on erased images and cannot learn to fail on them instead of
+dropping its shortcut.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM
-from pipeline.metrics import class_regions
+from pipeline.metrics import class_regions, erase, object_regions
+
+AUTO = "auto"
 
 
 @dataclass
@@ -34,23 +44,81 @@ class Guidance:
     """Settings of explanation-guided training (`ViTClassifier(guidance=...)`).
 
     Args:
-        weight: factor of the guidance loss added to the classification loss (0 turns it off).
+        weight: factor of the guidance loss added to the classification loss (0 turns it off), or "auto" (the
+            rule of `AutoWeight`).
         method: the explanation that is guided: "input_gradients" (default: it removes a shortcut the model would
             otherwise take, see scripts/shortcut_study.py) or "agcam" (the differentiable AG-CAM map).
         annotations: where the allowed region comes from: the boxes of the labelled class, or its object masks.
     """
 
-    weight: float = 0.0
+    weight: float | str = 0.0
     method: Literal["agcam", "input_gradients"] = "input_gradients"
     annotations: Literal["boxes", "masks"] = "boxes"
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError(f"guidance.weight must be >= 0, got {self.weight}")
+        if self.weight != AUTO and (
+            isinstance(self.weight, bool)
+            or not isinstance(self.weight, (int, float))
+            or not math.isfinite(self.weight)
+            or self.weight < 0
+        ):
+            raise ValueError(f"guidance_weight must be a number >= 0 or '{AUTO}', got {self.weight!r}")
         if self.method not in ("agcam", "input_gradients"):
             raise ValueError(f"guidance.method must be 'agcam' or 'input_gradients', got {self.method!r}")
         if self.annotations not in ("boxes", "masks"):
             raise ValueError(f"guidance.annotations must be 'boxes' or 'masks', got {self.annotations!r}")
+
+
+@dataclass
+class AutoWeight:
+    """The guidance weight of `guidance_weight: auto`, one multiplicative step per training batch.
+
+    weight <- clip(weight * exp(rate * (excess - tolerance)), low, high), with excess = the batch's accuracy with
+    its labelled objects erased minus chance (the share of the batch's most frequent label: the best constant
+    answer). While the model stays right without its objects the weight doubles about every step (excess near 1);
+    at chance it decays by exp(-rate * tolerance) per step (halves in ~14 steps), so a shortcut the model picks up
+    again is met at once and a clean model drifts to `low`. Nothing in it depends on the shortcut: its constants are
+    in units of accuracy and of steps. Bounds: [low, high] = [0.1, 100]; the loss it weights is a share in [0, 1].
+
+    Args:
+        start: the weight of the first step.
+        low, high: the bounds.
+        rate: log-weight change per unit of excess accuracy per step.
+        tolerance: excess accuracy treated as noise (a batch of 64 at chance 1/6 has a standard error of 0.05).
+    """
+
+    start: float = 1.0
+    low: float = 0.1
+    high: float = 100.0
+    rate: float = 1.0
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        self.value = self.start
+
+    def step(self, erased_accuracy: float, chance: float) -> float:
+        """Update with one batch's object-erased accuracy and chance level; the new weight."""
+        excess = erased_accuracy - chance
+        self.value = min(self.high, max(self.low, self.value * math.exp(self.rate * (excess - self.tolerance))))
+        return self.value
+
+
+def object_erased_counts(
+    model: nn.Module, images: torch.Tensor, batch: dict, annotations: Literal["boxes", "masks"], num_classes: int
+) -> torch.Tensor:
+    """(2 + C,) counts of the batch's images with a labelled object: right answers with the objects erased, images,
+    and images per class (so that sums over processes give the same rule as one process). No gradient."""
+    labels = batch["target"].long()
+    regions = object_regions(batch, (images.shape[-2], images.shape[-1]), annotations == "masks").to(images.device)
+    boxed = regions.flatten(1).any(dim=1)
+    labels = labels[boxed]
+    per_class = torch.bincount(labels, minlength=num_classes)
+    if not len(labels):
+        return torch.cat([labels.new_zeros(2), per_class])
+    with torch.no_grad():
+        object_erased, _ = erase(images[boxed], regions[boxed])
+        right = (model(object_erased).argmax(dim=-1) == labels).sum()
+    return torch.cat([torch.stack([right, labels.new_tensor(len(labels))]), per_class])
 
 
 def patch_coverage(regions: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

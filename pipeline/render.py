@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,4 +71,41 @@ def save_png(picture: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     with atomic_write(path) as file:
         Image.fromarray(picture).save(file, format="PNG")
+    return path
+
+
+def render_atlas(
+    means: torch.Tensor,
+    images: torch.Tensor,
+    class_names: Sequence[str],
+    tile: int = 96,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+    """One row of tiles, one per class: its (gh, gw) mean heatmap in [0, 1], upsampled, captioned "name (n)".
+
+    A class without images is a grey tile. Returns an (tile, tile * C, 3) uint8 RGB array.
+    """
+    tiles = []
+    for mean, count, name in zip(means.float().cpu(), images.tolist(), class_names):
+        if count:
+            heat = (np.clip(mean.numpy(), 0, 1) * 255).astype(np.uint8)
+            heat = cv2.resize(heat, (tile, tile), interpolation=cv2.INTER_NEAREST)
+            picture = cv2.cvtColor(cv2.applyColorMap(heat, colormap), cv2.COLOR_BGR2RGB)
+        else:
+            picture = np.full((tile, tile, 3), 128, np.uint8)
+        caption = f"{name} ({count})"
+        for color, width in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(picture, caption, (2, tile - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, width, cv2.LINE_AA)
+        picture[:, -1] = 255  # a white line between tiles
+        tiles.append(picture)
+    return np.concatenate(tiles, axis=1)
+
+
+def save_png_atomic(picture: np.ndarray, path: str | Path) -> Path:
+    """`save_png`, but written to a temporary file in the same folder first and then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(picture).save(temporary, format="PNG")
+    os.replace(temporary, path)
     return path

@@ -18,11 +18,15 @@ from pipeline.explain import Explainer, build_explainer, check_methods
 from pipeline.explain.base import RecordedBatch, ReplayingExplainer, record_batch
 from pipeline.metrics import (
     ABPC,
+    RELIANCE_SCORES,
     REPORTED_SCORES,
     LocalizationMetrics,
+    ObjectReliance,
     check_threshold,
     check_tolerance,
     class_regions,
+    erase,
+    object_regions,
 )
 
 
@@ -241,4 +245,62 @@ def class_rows(measured: dict[str, torch.Tensor], class_names: Sequence[str]) ->
             **{name: measured[f"per_class_{name}"][index].item() for name in REPORTED_SCORES},
         }
         for index in cases.nonzero()[:, 0].tolist()
+    }
+
+
+class RelianceScorer:
+    """Object reliance of each batch (`pipeline.metrics.reliance`): two extra forwards per image with a region,
+    the object erased and the context erased, batched as one forward. Single-label only.
+
+    Args:
+        model: the timm classifier (called under no_grad on the erased images).
+        num_classes: classes of the head.
+        use_masks: the objects are the batches' masks instead of their boxes.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, *, use_masks: bool = False) -> None:
+        self.model = model
+        self.use_masks = use_masks
+        self.metric = ObjectReliance(num_classes)
+
+    def to(self, device: torch.device | str) -> RelianceScorer:
+        self.metric.to(device)
+        return self
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> None:
+        """Count one batch; `logits` are the model's on the unchanged images (no third forward)."""
+        regions = object_regions(batch, (images.shape[-2], images.shape[-1]), self.use_masks).to(images.device)
+        boxed = regions.flatten(1).any(dim=1)
+        labels = batch["target"].long()[boxed]
+        kept = logits[boxed]
+        erased_logits = (kept, kept)  # no image to erase: empty
+        if len(labels):
+            object_erased, context_erased = erase(images[boxed], regions[boxed])
+            with torch.no_grad():
+                erased_logits = self.model(torch.cat([object_erased, context_erased])).chunk(2)
+        self.metric.update(labels, kept, *erased_logits, unboxed=int((~boxed).sum()))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Overall and per-class accuracies (`pipeline.metrics.ObjectReliance`); synchronizes under DDP."""
+        values = self.metric.compute()
+        if values["images"] == 0 and values["unboxed"] > 0:
+            raise ValueError(
+                f"reliance: none of {int(values['unboxed'])} images has a labelled box or mask to erase; give the "
+                "data boxes (or masks with use_masks) or turn reliance off"
+            )
+        return values
+
+
+def reliance_class_rows(values: dict[str, torch.Tensor], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{class name: {images, acc, acc_object_erased, acc_context_erased}} for classes with counted images."""
+    images = values["per_class_images"]
+    return {
+        class_names[index]: {
+            "images": int(images[index]),
+            **{name: values[f"per_class_{name}"][index].item() for name in RELIANCE_SCORES},
+        }
+        for index in images.nonzero()[:, 0].tolist()
     }

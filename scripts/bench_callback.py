@@ -7,7 +7,8 @@
 
 Prints a table of median wall times (after a warm-up epoch) and the ratios to plain validation; the targets are
 + AG-CAM <= 1.15 x plain validation (the explainers replay from the validation step's own forward), and <= 1.3 x
-for ViT-B/16 at 224 px. Also measured: all three methods of the paper (AG-CAM, rollout, LRP) side by side, the
+for ViT-B/16 at 224 px. Also measured: all three methods of the paper (AG-CAM, rollout, LRP) side by side,
+object reliance (`reliance: true`, at most two extra forwards per image) and the class atlas on top of AG-CAM, the
 median training step with the guidance loss (`--model.guidance_weight`) against a plain training step, and the
 memory of AG-CAM's record of a validation batch next to the activations a training step saves for its backward.
 """
@@ -31,10 +32,12 @@ from pipeline.explain.base import record_batch
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
 from pipeline.lightning.cli import AgcamCLI
 
-VARIANTS = {
+VARIANTS = {  # name -> LocalizationCallback options (None: no callback)
     "plain validation": None,
-    "+ AG-CAM": ["agcam"],
-    "+ AG-CAM, rollout, LRP": ["agcam", "rollout", "lrp"],
+    "+ AG-CAM": {"methods": ["agcam"]},
+    "+ AG-CAM, rollout, LRP": {"methods": ["agcam", "rollout", "lrp"]},
+    "+ AG-CAM + reliance": {"methods": ["agcam"], "reliance": True},  # two extra forwards per image
+    "+ AG-CAM + class atlas": {"methods": ["agcam"], "atlas": True},
 }
 
 
@@ -45,10 +48,10 @@ def build(config: Path, overrides: list[str]) -> tuple[ViTClassifier, ViTDataMod
 
 
 def time_validation(
-    model: ViTClassifier, data: ViTDataModule, methods: list[str] | None, repeats: int, root: str, batches: int | None
+    model: ViTClassifier, data: ViTDataModule, options: dict | None, repeats: int, root: str, batches: int | None
 ) -> list[float]:
     """Wall time of `repeats` validation epochs (of at most `batches` batches) after one warm-up epoch."""
-    callbacks = [LocalizationCallback(methods=methods, panel_size=8)] if methods else []
+    callbacks = [LocalizationCallback(**options, panel_size=8)] if options else []
     trainer = pl.Trainer(
         accelerator="auto",
         devices=1,
@@ -122,6 +125,7 @@ GUIDANCE_VARIANTS = {
     "plain training step": [],
     "guided by AG-CAM": ["--model.guidance_weight=1.0", "--model.guidance_method=agcam"],
     "guided by input gradients": ["--model.guidance_weight=1.0", "--model.guidance_method=input_gradients"],
+    "guided by input gradients, auto": ["--model.guidance_weight=auto", "--model.guidance_method=input_gradients"],
 }
 
 
@@ -177,9 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
         model.load_state_dict(torch.load(args.ckpt_path, map_location="cpu", weights_only=True)["state_dict"])
     results, base = {}, {}
     with tempfile.TemporaryDirectory() as root:
-        for name, methods in VARIANTS.items():
+        for name, options in VARIANTS.items():
             batches = 4 if args.quick else None
-            results[name] = statistics.median(time_validation(model, data, methods, args.repeats, root, batches))
+            results[name] = statistics.median(time_validation(model, data, options, args.repeats, root, batches))
         if args.vit_base:
             base_model, base_data = build(args.config, ["--trainer.logger=false", *args.override, *VIT_BASE])
             for name in ("plain validation", "+ AG-CAM"):
@@ -215,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'ViT-B/16 224 px ' + name:<40}{seconds:>10.2f}{report['vit_base_ratio_to_plain'][name]:>10.2f}")
     if base:
         print(f"target: ViT-B/16 + AG-CAM <= 1.3 x plain -> {report['vit_base_ratio_to_plain']['+ AG-CAM']:.2f} x")
+    reliance_cost = (results["+ AG-CAM + reliance"] - results["+ AG-CAM"]) / plain
+    print(f"reliance (two extra forwards per image): + {reliance_cost:.2f} x plain validation")
     mem = report["memory"]
     print(
         f"AG-CAM record of a validation batch of {mem['batch']}: {mem['record_mb']:.1f} MB; a training step's saved "

@@ -1,12 +1,14 @@
 """Explanation-guided training: a loss on AG-CAM relevance outside the labelled boxes that reaches the weights."""
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from pipeline.data import ShapesSource
 from pipeline.explain import AGCAM
-from pipeline.guidance import Guidance, guidance_loss, outside_share, patch_coverage
+from pipeline.guidance import AutoWeight, Guidance, guidance_loss, object_erased_counts, outside_share, patch_coverage
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
 from tests.helpers.models import tiny_vit
 
@@ -54,20 +56,22 @@ def test_a_batch_without_boxes_is_counted_not_guided():
 
 
 def test_bad_guidance_settings_are_named():
-    with pytest.raises(ValueError, match="guidance.weight must be >= 0"):
-        Guidance(weight=-1)
+    for bad in (-1, "aut", float("nan"), True, None):
+        with pytest.raises(ValueError, match=r"guidance_weight must be a number >= 0 or 'auto', got "):
+            Guidance(weight=bad)
+    assert Guidance(weight="auto").weight == "auto" and Guidance(weight=10).weight == 10
     with pytest.raises(ValueError, match="single-label"):
         ViTClassifier("vit_tiny_patch16_224", 4, multi_label=True, guidance_weight=1.0,
                       model_kwargs=dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2))  # fmt: skip
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["agcam", "input_gradients"])
-def test_a_guided_fit_runs_with_the_callback_and_logs_its_loss(method):
+@pytest.mark.parametrize("method, weight", [("agcam", 1.0), ("input_gradients", 1.0), ("input_gradients", "auto")])
+def test_a_guided_fit_runs_with_the_callback_and_logs_its_loss(method, weight):
     pl.seed_everything(0, verbose=False)
     source = ShapesSource(64, 32, 32, image_size=32, num_classes=4, marker_fraction=1.0)
     module = ViTClassifier(
-        "vit_tiny_patch16_224", 4, class_names=source.class_names, guidance_weight=1.0, guidance_method=method,
+        "vit_tiny_patch16_224", 4, class_names=source.class_names, guidance_weight=weight, guidance_method=method,
         warmup_epochs=0.2,
         model_kwargs=dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2),
     )  # fmt: skip
@@ -80,6 +84,12 @@ def test_a_guided_fit_runs_with_the_callback_and_logs_its_loss(method):
     assert torch.isfinite(metrics["train/guidance_loss"]) and 0 <= metrics["train/guidance_loss"] <= 1
     assert metrics["train/guided_images"] + metrics["train/unguided_images"] == 64
     assert metrics["val/loc/agcam/cases"] + metrics["val/loc/agcam/skipped"] == 32
+    if weight == "auto":  # four steps from 1.0, each by a factor in [exp(-1.05), exp(0.95)]
+        assert math.exp(-1.05 * 4) <= metrics["train/guidance_weight"] <= math.exp(0.95 * 4)
+        assert 0 <= metrics["train/object_erased_acc"] <= 1
+        assert module.auto_weight.value == pytest.approx(float(metrics["train/guidance_weight"]))
+    else:
+        assert metrics["train/guidance_weight"] == weight
 
 
 def test_input_gradient_guidance_reaches_the_weights():
@@ -92,3 +102,48 @@ def test_input_gradient_guidance_reaches_the_weights():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
     assert all(block.attn.fused_attn for block in model.blocks)  # restored
+
+
+def test_the_auto_weight_rises_while_the_object_erased_accuracy_stays_above_chance():
+    rule = AutoWeight()
+    weights = [rule.step(erased_accuracy=1.0, chance=0.25) for _ in range(8)]
+    assert weights[0] == pytest.approx(math.exp(0.75 - 0.05))  # from start 1.0
+    assert all(later > earlier for earlier, later in zip(weights, weights[1:7]))
+    assert weights[-1] == 100.0  # clipped at the upper bound
+
+
+def test_the_auto_weight_decays_slowly_at_chance_and_stops_at_its_floor():
+    rule = AutoWeight(start=10.0)
+    assert rule.step(erased_accuracy=0.25, chance=0.25) == pytest.approx(10 * math.exp(-0.05))
+    for _ in range(13):
+        rule.step(erased_accuracy=0.25, chance=0.25)
+    assert rule.value == pytest.approx(10 * math.exp(-0.05 * 14))  # about halved in 14 steps
+    for _ in range(200):
+        rule.step(erased_accuracy=0.1, chance=0.25)
+    assert rule.value == 0.1
+
+
+def test_the_auto_weight_follows_a_shortcut_that_comes_and_goes():
+    rule = AutoWeight(start=1.0)
+    learning = [rule.step(0.2, 0.2) for _ in range(5)]  # nothing learned yet: at chance
+    shortcut = [rule.step(0.95, 0.2) for _ in range(5)]  # the shortcut is taken
+    dropped = [rule.step(0.2, 0.2) for _ in range(5)]  # guidance removed it
+    assert learning[-1] < 1.0 < shortcut[0] and shortcut[-1] > 10 * learning[-1]
+    assert dropped[-1] < shortcut[-1] and dropped[-1] > 0.5 * shortcut[-1]  # decays slowly, no collapse
+
+
+class MarkerReader(torch.nn.Module):
+    """Answers from pixel (0, 0) of channel 0, outside every box: the class is its value."""
+
+    def forward(self, images):
+        return -((images[:, 0, 0, 0, None] - torch.arange(3)) ** 2)
+
+
+def test_object_erased_counts_of_a_batch():
+    images = torch.zeros(4, 3, 8, 8)
+    images[:, 0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 2.0])
+    batch = boxed_batch([[2, 2, 5, 5], [2, 2, 5, 5], [2, 2, 5, 5], []], [0, 1, 2, 2])
+    counts = object_erased_counts(MarkerReader(), images, batch, "boxes", 3)
+    assert counts.tolist() == [3, 3, 1, 1, 1]  # right, images with a box, per class
+    images[:, 0, 0, 0] = 0.0  # the marker gone: only class 0 stays right
+    assert object_erased_counts(MarkerReader(), images, batch, "boxes", 3).tolist() == [1, 3, 1, 1, 1]

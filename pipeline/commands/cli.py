@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -25,12 +25,14 @@ from pipeline.commands.evaluate import (
     PAPER_METHODS,
     data_splits_from,
     evaluate,
+    format_reliance,
     format_table,
     split_loader,
     write_evaluation,
 )
 from pipeline.commands.explain import ROWS_FILE, ExplainRequest, explain_files
 from pipeline.commands.outputs import refuse_existing
+from pipeline.commands.sanity import format_sanity, model_blocks, sanity_check
 from pipeline.data import DatasetSplits
 from pipeline.explain import METHODS
 from pipeline.explained import (
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="heatmap threshold (default: the card's, else 0.5)")
     evaluate.add_argument("--abpc", action="store_true", help="also measure ABPC (faithfulness)")
     evaluate.add_argument("--abpc_images", type=int, help="with --abpc: at most this many images")
+    evaluate.add_argument(
+        "--reliance", action="store_true", help="also accuracy with the labelled objects erased / the context erased"
+    )
+    evaluate.add_argument(
+        "--sanity", action="store_true", help="also the randomization sanity check of every method (docs/method.md)"
+    )
+    evaluate.add_argument("--sanity_images", type=int, default=32, help="images explained by --sanity")
     evaluate.add_argument("--use_masks", action="store_true", help="score against ground-truth masks, not boxes")
     evaluate.add_argument("--pointing_tolerance", type=int, default=0, help="pointing game slack (px)")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.csv and evaluation.json")
@@ -148,6 +157,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     refuse_existing([Path(args.out) / name for name in EVALUATION_FILES], args.overwrite)
     if args.abpc_images is not None and not args.abpc:
         raise ValueError("--abpc_images needs --abpc")
+    if args.sanity_images < 1:
+        raise ValueError(f"--sanity_images must be >= 1, got {args.sanity_images}")
     options = ScoringOptions(
         methods=args.methods,
         threshold=0.5 if args.threshold is None else args.threshold,
@@ -157,21 +168,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )  # checked before the data and the model are read
     data = data_splits_from(args.data)
     model = evaluated_model(args, data)
+    if args.sanity:
+        model_blocks(model.model)  # refused before the evaluation runs
     if args.threshold is None:
         options = dataclasses.replace(options, threshold=model.threshold)
     threshold = options.threshold
     loader = split_loader(data, args.split, model)
-    results = evaluate(model, loader, options)
+    results = evaluate(model, loader, options, reliance=args.reliance)
     dataset = f"{type(data.source).__name__}/{args.split}"
     print(f"Localization on {dataset}, threshold {threshold} (Used: correctly classified cases; Skipped: the others)")
     print(format_table(results["methods"]))
     if results["unreadable"] or results["unboxed"]:
         print(f"  unreadable images skipped: {results['unreadable']}; cases without a box: {results['unboxed']}")
+    if "reliance" in results:
+        print(format_reliance(results["reliance"]))
+    if args.sanity:
+        results["sanity"] = run_sanity(model, loader, options.methods, args.sanity_images)
     model_name = args.model or f"{args.timm_model} + {args.weights}"
     described = {"model": model_name, "dataset": dataset, "threshold": threshold, **results}
     for path in write_evaluation(described, args.out):
         print(f"  wrote {path}")
     return 0
+
+
+def run_sanity(model: ExplainedModel, loader: Iterable[dict], methods: Sequence[str], count: int) -> dict:
+    """The randomization check on the first `count` images of the split; printed and returned per method."""
+    chunks: list[torch.Tensor] = []
+    for batch in loader:
+        chunks.append(batch["image"])
+        if sum(len(chunk) for chunk in chunks) >= count:
+            break
+    images = torch.cat(chunks)[:count].to(model.device)
+    rows = sanity_check(model.model, images, methods)
+    print(f"Sanity check: blocks randomized from the top, maps of {len(images)} images vs the trained model's")
+    print(format_sanity(rows))
+    return rows
 
 
 def evaluated_model(args: argparse.Namespace, data: DatasetSplits) -> ExplainedModel:

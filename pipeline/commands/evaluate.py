@@ -23,7 +23,7 @@ from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
 from pipeline.files import write_all
 from pipeline.metrics import REPORTED_SCORES
-from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
+from pipeline.scoring import LocalizationScorer, RelianceScorer, ScoringOptions, class_rows, reliance_class_rows
 
 PAPER_METHODS = ("agcam", "rollout", "lrp")
 EVAL_STAGES = {"val": "validate", "test": "test"}  # split -> the stage that builds it
@@ -92,6 +92,8 @@ def evaluate(
     model: ExplainedModel,
     loader: DataLoader,
     options: ScoringOptions | None = None,
+    *,
+    reliance: bool = False,
 ) -> dict[str, Any]:
     """Localization (and ABPC) of each method over every batch of `loader`.
 
@@ -99,20 +101,31 @@ def evaluate(
         model: the model to explain.
         loader: batches from `collate_samples` (image, target, boxes, box_labels, skipped; mask in mask mode).
         options: what to measure (default: the paper's methods, threshold 0.5, no ABPC).
+        reliance: also measure object reliance (accuracy with the objects erased, and with the context erased).
 
     Returns:
         {"methods": {method: scores}, "per_class": {method: {class: scores}}, "unreadable": n, "unboxed": n};
         scores hold the localization means (REPORTED_SCORES), cases (used) and skipped (misclassified), plus abpc
         and abpc_images with ABPC on; a mean is None when no case was used. Per class: classes with used cases.
+        With `reliance`, also "reliance": {acc, acc_object_erased, acc_context_erased, chance, images, unboxed,
+        per_class: {class: {images, acc, acc_object_erased, acc_context_erased}}}.
     """
     options = options or ScoringOptions(methods=PAPER_METHODS)
     device = model.device
     scorer = LocalizationScorer(model.model, options, multi_label=model.multi_label).to(device)
+    if reliance and model.multi_label:
+        raise ValueError("--reliance is for single-label models (one labelled class per image); leave it out")
+    reliance_scorer = None
+    if reliance:
+        reliance_scorer = RelianceScorer(model.model, len(model.class_names), use_masks=options.use_masks).to(device)
     unreadable = 0
     for batch in tqdm(loader, desc="evaluate", unit="batch"):
         unreadable += batch.pop("skipped")
         batch = {key: _to_device(value, device) for key, value in batch.items()}
-        scorer.update(batch["image"], model.logits(batch["image"]), batch)
+        logits = model.logits(batch["image"])
+        scorer.update(batch["image"], logits, batch)
+        if reliance_scorer is not None:
+            reliance_scorer.update(batch["image"], logits, batch)
     results = scorer.compute()
     scores, per_class = {}, {}
     for method, measured in results.items():
@@ -124,7 +137,32 @@ def evaluate(
         scores[method] = row
         per_class[method] = class_rows(measured, model.class_names)
     unboxed = int(next(iter(results.values()))["unboxed"]) if results else 0
-    return {"methods": scores, "per_class": per_class, "unreadable": unreadable, "unboxed": unboxed}
+    evaluated = {"methods": scores, "per_class": per_class, "unreadable": unreadable, "unboxed": unboxed}
+    if reliance_scorer is not None:
+        measured = reliance_scorer.compute()
+        evaluated["reliance"] = {
+            **{name: _finite_or_none(value) for name, value in measured.items() if value.ndim == 0},
+            "per_class": reliance_class_rows(measured, model.class_names),
+        }
+    return evaluated
+
+
+def _finite_or_none(value: torch.Tensor) -> float | None:
+    """A JSON-safe number: None for NaN (no image counted)."""
+    number = value.item()
+    return number if number == number else None
+
+
+def format_reliance(reliance: dict[str, Any]) -> str:
+    """One line: accuracy on the counted images, with the objects erased, with the context erased, and chance."""
+
+    def cell(name: str) -> str:
+        return "-" if reliance[name] is None else f"{reliance[name]:.4f}"
+
+    return (
+        f"Object reliance on {int(reliance['images'])} images: accuracy {cell('acc')}, objects erased "
+        f"{cell('acc_object_erased')}, context erased {cell('acc_context_erased')} (chance {cell('chance')})"
+    )
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

@@ -48,7 +48,9 @@ _MARKER_PIXELS_PER_64 = 5  # default marker side per 64 px of image side
 _MARKER_VALUE = 255  # pure white in every channel: a colour no background, distractor or object pixel takes
 # Each sample draws from independent streams, so changing one option (colours, clutter, markers) leaves the rest as
 # it was; the marker and hue-reliability streams came later and are only read when those options are on.
-_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM, _MARKER_STREAM, _HUE_STREAM = range(5)
+_GEOMETRY_STREAM, _COLOR_STREAM, _CLUTTER_STREAM, _MARKER_STREAM, _HUE_STREAM, _BORDER_STREAM = range(6)
+_BORDER_PIXELS_PER_64 = 2  # default border width per 64 px of image side
+_BORDER_SATURATION, _BORDER_VALUE = 0.6, 0.9  # a clear tint: more saturated than any background or distractor
 
 MarkerMode = Literal["same", "shuffled", "absent"]
 MARKER_MODES = get_args(MarkerMode)
@@ -104,19 +106,24 @@ def _fill(outlines: list[np.ndarray], image_size: int) -> np.ndarray:
     return mask
 
 
-def _place_shape(shape: str, radius: float, image_size: int, rng: np.random.Generator, top: float = 1.0) -> np.ndarray:
-    """(H, W) uint8 0/1 mask of `shape`, slightly rotated, at a random position inside the image below row `top`."""
+def _place_shape(
+    shape: str, radius: float, image_size: int, rng: np.random.Generator, top: float = 1.0, margin: float = 1.0
+) -> np.ndarray:
+    """(H, W) uint8 0/1 mask of `shape`, slightly rotated, at a random position inside the image below row `top`,
+    `margin` pixels from every border (1: today's one-pixel margin; a tinted border keeps the objects off it)."""
     angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
     cos, sin = np.cos(angle), np.sin(angle)
     rotation = np.array([[cos, sin], [-sin, cos]])  # acts on row vectors (x, y)
     outlines = [radius * unit @ rotation for unit in _UNIT_OUTLINES[shape]]
     low, high = outlines[0].min(axis=0), outlines[0].max(axis=0)
-    room = image_size - 2.0 - top  # height left under a marker band; never binding without one (top = 1)
+    top = max(top, margin)
+    room = image_size - 1.0 - margin - top  # height left under a marker band; never binding without one (top = 1)
     if high[1] - low[1] > room:
         outlines = [outline * (room / (high[1] - low[1])) for outline in outlines]
         low, high = outlines[0].min(axis=0), outlines[0].max(axis=0)
-    lowest = np.array([1.0, top]) - low  # one pixel of margin on every side, and `top` free rows above
-    center = rng.uniform(lowest, np.maximum(lowest, image_size - 2.0 - high))  # max: a shrunk shape fits to the ulp
+    lowest = np.array([margin, top]) - low  # `margin` pixels on every side, and `top` free rows above
+    highest = image_size - 1.0 - margin - high
+    center = rng.uniform(lowest, np.maximum(lowest, highest))  # max: a shrunk shape fits to the ulp
     return _fill([outline + center for outline in outlines], image_size)
 
 
@@ -167,7 +174,11 @@ class SyntheticShapes(Dataset):
             ``image_size // num_classes - 1``, so the spots of two classes never touch.
         hue_reliability: Share (0..1) of objects drawn in their class hue; the others get a random hue.
         marker_mode: Where a carried marker goes: "same" (the image's class spot), "shuffled" (a wrong class's spot)
-            or "absent" (not drawn; the band is still kept clear).
+            or "absent" (not drawn; the band is still kept clear); the same for the border's tint.
+        border_fraction: Share (0..1) of the images framed by a `border_width` border tinted in their class's hue
+            (a shortcut of another kind: a colour all around the image, not a spot); any value > 0 also keeps every
+            object `border_width` + 2 px off the borders.
+        border_width: Width of the border in pixels; None: 2 px per 64 px of image side (at most image_size // 8).
     """
 
     def __init__(
@@ -183,8 +194,12 @@ class SyntheticShapes(Dataset):
         marker_size: int | None = None,
         hue_reliability: float = 1.0,
         marker_mode: MarkerMode = "same",
+        border_fraction: float = 0.0,
+        border_width: int | None = None,
     ) -> None:
         _check_options(num_images, image_size, num_classes, seed, clutter, max_instances)
+        border_width = max(1, round(_BORDER_PIXELS_PER_64 * image_size / 64)) if border_width is None else border_width
+        _check_border_options(image_size, border_fraction, border_width)
         marker_size = default_marker_size(image_size) if marker_size is None else marker_size
         _check_shortcut_options(image_size, num_classes, marker_fraction, marker_size, hue_reliability, marker_mode)
         self.num_images = num_images
@@ -198,9 +213,13 @@ class SyntheticShapes(Dataset):
         self.marker_size = marker_size
         self.hue_reliability = hue_reliability
         self.marker_mode = marker_mode
+        self.border_fraction = border_fraction
+        self.border_width = border_width
         self.class_names = list(SHAPE_NAMES[:num_classes])
         # objects start at this row: below the marker band and _CLEARANCE free rows once markers are on
         self._object_top = float(_MARKER_TOP + marker_size + _CLEARANCE) if marker_fraction > 0 else 1.0
+        # and this far from every border once tinted borders are on
+        self._object_margin = float(border_width + _CLEARANCE) if border_fraction > 0 else 1.0
 
     def __len__(self) -> int:
         return self.num_images
@@ -233,6 +252,11 @@ class SyntheticShapes(Dataset):
         if marker_class is not None:
             x_min, y_min, x_max, y_max = self.marker_box(marker_class).astype(int)
             image[y_min : y_max + 1, x_min : x_max + 1] = _MARKER_VALUE  # after the noise: exactly white
+        border_class = self.border_class(index)
+        if border_class is not None:
+            width = self.border_width
+            tint = np.round(self.border_color(border_class)).astype(np.uint8)
+            image[:width], image[-width:], image[:, :width], image[:, -width:] = tint, tint, tint, tint
         return RawSample(
             image=image,
             boxes=boxes,
@@ -264,6 +288,28 @@ class SyntheticShapes(Dataset):
         label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
         return self._marker_class(label, index)
 
+    def border_color(self, class_index: int) -> np.ndarray:
+        """(3,) float32 RGB tint of the border of `class_index`: its class hue, exactly (no jitter)."""
+        if not 0 <= class_index < self.num_classes:
+            raise ValueError(f"class_index must be in [0, {self.num_classes - 1}], got {class_index}")
+        return _rgb(class_index / self.num_classes, _BORDER_SATURATION, _BORDER_VALUE)
+
+    def border_class(self, index: int) -> int | None:
+        """The class whose tint the border of image `index` carries, or None without a border.
+
+        The same modes as the marker (`marker_mode`): "same" the image's class, "shuffled" a wrong class,
+        "absent" none; the images that carry a border are the same in all three.
+        """
+        if self.border_fraction == 0:
+            return None
+        label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
+        border_rng = self._rng(index, _BORDER_STREAM)
+        carries = border_rng.uniform() < self.border_fraction
+        wrong_class_offset = int(border_rng.integers(1, self.num_classes))  # 1..num_classes-1: never the label
+        if not carries or self.marker_mode == "absent":
+            return None
+        return (label + wrong_class_offset) % self.num_classes if self.marker_mode == "shuffled" else label
+
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         """The generator of one stream of sample `index`: independent of every other stream and sample."""
         return np.random.default_rng([self.seed, int(index), stream])
@@ -288,7 +334,7 @@ class SyntheticShapes(Dataset):
         instance_masks = []
         for _ in range(count * _PLACEMENT_TRIES):
             radius = rng.uniform(*_RADIUS_RANGE) * self.image_size / np.sqrt(count)
-            candidate = _place_shape(shape, radius, self.image_size, rng, self._object_top)
+            candidate = _place_shape(shape, radius, self.image_size, rng, self._object_top, self._object_margin)
             if (candidate & taken).any():
                 continue
             instance_masks.append(candidate)
@@ -347,6 +393,15 @@ def _check_options(
         raise ValueError(f"max_instances must be in [1, {MAX_INSTANCES}], got {max_instances}")
 
 
+def _check_border_options(image_size: int, border_fraction: float, border_width: int) -> None:
+    """Clear errors for the tinted border: a share in [0, 1], and a width that leaves room for the objects."""
+    if not 0.0 <= border_fraction <= 1.0:
+        raise ValueError(f"border_fraction must be in [0, 1], got {border_fraction}")
+    widest = image_size // 8
+    if not 1 <= border_width <= widest:
+        raise ValueError(f"border_width must be in [1, {widest}] at {image_size} px, got {border_width}")
+
+
 def _check_shortcut_options(
     image_size: int,
     num_classes: int,
@@ -386,8 +441,11 @@ class ShapesSource(ImageSource):
         marker_fraction: Share (0..1) of the images of every split that carry the class-coded white marker.
         marker_size: Side of the square marker in pixels; None: 5 px per 64 px of image side.
         hue_reliability: Share (0..1) of objects drawn in their class hue; the others get a random hue.
-        test_marker: The test split's marker: "same" as train and val (at the image's class spot), "shuffled" (the
-            same images carry it, at a wrong class's spot) or "absent"; nothing else about the test images changes.
+        test_marker: The test split's shortcut, marker and border alike: "same" as train and val (at the image's
+            class spot / in its class tint), "shuffled" (the same images carry it, at a wrong class's spot / in a
+            wrong class's tint) or "absent"; nothing else about the test images changes.
+        border_fraction: Share (0..1) of the images of every split framed by a border in their class's hue.
+        border_width: Width of the border in pixels; None: 2 px per 64 px of image side.
     """
 
     multi_label = False
@@ -407,6 +465,8 @@ class ShapesSource(ImageSource):
         marker_size: int | None = None,
         hue_reliability: float = 1.0,
         test_marker: MarkerMode = "same",
+        border_fraction: float = 0.0,
+        border_width: int | None = None,
     ) -> None:
         split_sizes = {"train": train_size, "val": val_size, "test": test_size}
         for split, size in split_sizes.items():
@@ -430,6 +490,8 @@ class ShapesSource(ImageSource):
                 marker_size=marker_size,
                 hue_reliability=hue_reliability,
                 marker_mode=test_marker if split == "test" else "same",
+                border_fraction=border_fraction,
+                border_width=border_width,
             )
             for split in SPLITS
         }

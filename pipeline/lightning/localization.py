@@ -19,7 +19,15 @@ from pipeline.files import write_text
 from pipeline.inputs import InputConfig
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import run_folder, wandb_logger
-from pipeline.scoring import LocalizationScorer, ScoringOptions, class_rows
+from pipeline.metrics import ClassAtlas
+from pipeline.render import render_atlas, save_png_atomic
+from pipeline.scoring import (
+    LocalizationScorer,
+    RelianceScorer,
+    ScoringOptions,
+    class_rows,
+    reliance_class_rows,
+)
 
 
 class LocalizationCallback(pl.Callback):
@@ -53,6 +61,14 @@ class LocalizationCallback(pl.Callback):
         abpc_steps: perturbation steps of ABPC.
         use_masks: score against ground-truth masks (when the data has them) instead of boxes.
         pointing_tolerance: pixels of slack for the pointing game.
+        reliance: also measure object reliance (`pipeline.metrics.reliance`): accuracy with the labelled objects
+            erased (`val/reliance/acc_object_erased`) and with everything else erased
+            (`val/reliance/acc_context_erased`), beside `acc`, `chance` and `images` of the same images; two extra
+            forwards per image, on the batches the callback explains; single-label data with boxes (or masks).
+        atlas: also draw the class atlas (`pipeline.metrics.ClassAtlas`) each epoch: per class, the mean normalized
+            AG-CAM heatmap of the correctly classified images, one tile per class, as the W&B image
+            `<stage>/atlas/agcam` and a PNG `atlas/<stage>-epoch<NNN>.png` in the run folder. Needs "agcam" in
+            `methods`.
     """
 
     def __init__(
@@ -69,6 +85,8 @@ class LocalizationCallback(pl.Callback):
         abpc_steps: int = 11,
         use_masks: bool = False,
         pointing_tolerance: int = 0,
+        reliance: bool = False,
+        atlas: bool = False,
     ) -> None:
         self.options = ScoringOptions(
             methods=methods or ("agcam",),
@@ -95,12 +113,28 @@ class LocalizationCallback(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.panel = HeatmapPanel(panel_size, self.threshold)
         self.active = False
+        self.reliance = reliance
+        self.reliance_scorer: RelianceScorer | None = None
+        if atlas and "agcam" not in self.methods:
+            raise ValueError(f"atlas: true draws AG-CAM maps: add 'agcam' to methods (got {self.methods})")
+        self.atlas = atlas
+        self.class_atlas: ClassAtlas | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
         self.scorer = LocalizationScorer(cast(nn.Module, pl_module.model), self.options, multi_label=multi_label).to(
             pl_module.device
         )  # metrics held by a callback are not moved by Lightning
+        if self.reliance:
+            if multi_label:
+                raise ValueError("reliance: true is for single-label data (one labelled class per image); set it false")
+            scorer = RelianceScorer(
+                cast(nn.Module, pl_module.model), pl_module.hparams.num_classes, use_masks=self.use_masks
+            )
+            self.reliance_scorer = scorer.to(pl_module.device)
+        if self.atlas:
+            grid = tuple(cast(Any, pl_module.model).patch_embed.grid_size)
+            self.class_atlas = ClassAtlas(pl_module.hparams.num_classes, grid).to(pl_module.device)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[EXPLAINER_KEY] = {"methods": list(self.methods), "threshold": self.threshold}
@@ -157,6 +191,10 @@ class LocalizationCallback(pl.Callback):
             self._choose(trainer, split)
         self.panel.reset()
         self.scorer.reset()
+        if self.reliance_scorer is not None:
+            self.reliance_scorer.reset()
+        if self.class_atlas is not None:
+            self.class_atlas.reset()
 
     def _choose(self, trainer: pl.Trainer, split: str) -> None:
         """Once per split: the images to explain (max_images) and the panel's, by a seeded class round-robin."""
@@ -183,6 +221,11 @@ class LocalizationCallback(pl.Callback):
         images = batch["image"]
         logits = outputs["logits"] if isinstance(outputs, dict) and "logits" in outputs else pl_module(images)
         cases, maps = self.scorer.update(images, logits, batch)
+        if self.reliance_scorer is not None:
+            self.reliance_scorer.update(images, logits, batch)
+        if self.class_atlas is not None:
+            valid = cases.valid
+            self.class_atlas.update(maps["agcam"][valid], cases.targets[valid], cases.correct[valid])
         if not self.panel.full:
             preds = logits.argmax(dim=-1)
             first_boxes = [row[0] for row in cases.boxes]
@@ -218,6 +261,26 @@ class LocalizationCallback(pl.Callback):
         if trainer.loggers and wandb_logger(trainer) is None:  # e.g. CSVLogger: a CSV beside its metrics.csv
             folder = run_folder(trainer)  # on every process: it may broadcast under DDP
             write_class_rows(trainer, folder / f"{stage}_per_class.csv", self.per_class[stage])
+        if self.reliance_scorer is not None:
+            self._log_reliance(trainer, pl_module, stage, class_names)
+        if self.class_atlas is not None:
+            atlas = self.class_atlas.compute()  # synchronizes: on every process
+            self.class_atlas.reset()
+            log_atlas(trainer, stage, atlas, class_names)
+
+    def _log_reliance(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, class_names: list[str]
+    ) -> None:
+        """`<stage>/reliance/<score>` (synchronized sums) and a per-class W&B table; nothing for an empty epoch."""
+        values = self.reliance_scorer.compute()  # synchronizes: on every process
+        self.reliance_scorer.reset()
+        if values["images"] == 0:
+            return
+        scalars = {f"{stage}/reliance/{name}": value.float() for name, value in values.items() if value.ndim == 0}
+        pl_module.log_dict(scalars, sync_dist=True)
+        rows = reliance_class_rows(values, class_names)
+        self.per_class.setdefault(stage, {})["reliance"] = rows  # summary.json's per_class, beside the methods
+        log_reliance_table(trainer, stage, rows)
 
 
 @rank_zero_only
@@ -267,3 +330,27 @@ def _subset(batch: dict, outputs: Any, keep: list[bool]) -> tuple[Any, dict]:
     if isinstance(outputs, dict) and "logits" in outputs:
         outputs = {"logits": outputs["logits"][rows]}
     return outputs, subset
+
+
+@rank_zero_only
+def log_reliance_table(trainer: pl.Trainer, stage: str, rows: dict[str, dict[str, float]]) -> None:
+    """The per-class object reliance as one W&B table (`<stage>/reliance/per_class`)."""
+    logger = wandb_logger(trainer)
+    if logger is None or not rows:
+        return
+    columns = ["class", *next(iter(rows.values()))]
+    data = [[name, *row.values()] for name, row in rows.items()]
+    logger.log_table(f"{stage}/reliance/per_class", columns=columns, data=data, step=trainer.global_step)
+
+
+@rank_zero_only
+def log_atlas(trainer: pl.Trainer, stage: str, atlas: dict[str, torch.Tensor], class_names: list[str]) -> Path | None:
+    """Draw the class atlas; a PNG under the run folder and, with W&B, the image `<stage>/atlas/agcam`."""
+    if not atlas["images"].any():
+        return None
+    picture = render_atlas(atlas["mean"], atlas["images"], class_names)
+    path = save_png_atomic(picture, run_folder(trainer) / "atlas" / f"{stage}-epoch{trainer.current_epoch:03d}.png")
+    logger = wandb_logger(trainer)
+    if logger is not None:
+        logger.log_image(f"{stage}/atlas/agcam", [picture], step=trainer.global_step, caption=["mean AG-CAM per class"])
+    return path

@@ -15,7 +15,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy, MultilabelAveragePrecision
 
-from pipeline.guidance import Guidance, guidance_loss
+from pipeline.guidance import AUTO, AutoWeight, Guidance, guidance_loss, object_erased_counts
 from pipeline.inputs import InputConfig
 from pipeline.models import create_vit, model_input_config
 
@@ -38,7 +38,9 @@ class ViTClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing (single-label only).
         layer_decay: layer-wise learning-rate decay factor (e.g. 0.75 for fine-tuning); None turns it off.
         guidance_weight: explanation-guided training: weight of the loss on the explanation's relevance outside the
-            labelled boxes (`pipeline.guidance`); 0 trains on the labels alone.
+            labelled boxes (`pipeline.guidance`); 0 trains on the labels alone; "auto" sets it every step from the
+            training batch's accuracy with its objects erased (`pipeline.guidance.AutoWeight`, bounds [0.1, 100]).
+            The weight used is logged as `train/guidance_weight`.
         guidance_method: the guided explanation: "input_gradients" (Ross et al.; removes the shortcut in
             scripts/shortcut_study.py) or "agcam" (differentiable AG-CAM; the model can route around it).
         guidance_annotations: the allowed region: the label's "boxes" or its object "masks".
@@ -63,7 +65,7 @@ class ViTClassifier(pl.LightningModule):
         min_lr_ratio: float = 0.01,
         label_smoothing: float = 0.0,
         layer_decay: float | None = None,
-        guidance_weight: float = 0.0,
+        guidance_weight: float | str = 0.0,
         guidance_method: Literal["agcam", "input_gradients"] = "input_gradients",
         guidance_annotations: Literal["boxes", "masks"] = "boxes",
         sharded_param_dtype: Literal["bfloat16", "float16"] | None = None,
@@ -86,6 +88,7 @@ class ViTClassifier(pl.LightningModule):
         # Set by a callback that explains the batch (LocalizationCallback) to a forward that returns the logits and
         # records what its explainers need, so they do not run the model again; None: the plain forward.
         self.evaluation_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.auto_weight = AutoWeight() if guidance_weight == AUTO else None
 
     @property
     def input_config(self) -> InputConfig:
@@ -134,16 +137,41 @@ class ViTClassifier(pl.LightningModule):
         self.train_accuracy(logits, batch["target"].long())
         batch_size = len(logits)
         if self.guidance.weight:
+            weight = self._guidance_weight(batch)
             outside, guided, unguided = guidance_loss(self.model, batch["image"], batch, self.guidance)
             self.log("train/guidance_loss", outside, prog_bar=True, batch_size=max(1, guided))
             self.log_dict(
                 {"train/guided_images": float(guided), "train/unguided_images": float(unguided)},
                 on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=batch_size,
             )  # fmt: skip
-            loss = loss + self.guidance.weight * outside
+            self.log("train/guidance_weight", weight, batch_size=batch_size)
+            loss = loss + weight * outside
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
+
+    def _guidance_weight(self, batch: dict) -> float:
+        """The fixed weight, or the auto rule's step on this batch's object-erased accuracy (summed over processes)."""
+        if self.auto_weight is None:
+            return float(self.guidance.weight)
+        counts = object_erased_counts(
+            self.model, batch["image"], batch, self.guidance.annotations, self.hparams.num_classes
+        ).float()
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        right, images, per_class = counts[0], counts[1], counts[2:]
+        if images == 0:
+            return self.auto_weight.value
+        erased_accuracy = float(right / images)
+        self.log("train/object_erased_acc", erased_accuracy, batch_size=int(images))
+        return self.auto_weight.step(erased_accuracy, float(per_class.max() / images))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.auto_weight is not None:
+            checkpoint["guidance_auto_weight"] = self.auto_weight.value
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.auto_weight is not None and "guidance_auto_weight" in checkpoint:
+            self.auto_weight.value = float(checkpoint["guidance_auto_weight"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluate(batch, "val", self.val_accuracy)

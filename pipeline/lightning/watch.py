@@ -39,12 +39,37 @@ def shortcut_verdict(
     return None
 
 
+def reliance_verdict(
+    accuracy: float, object_erased: float, chance: float, *, high_accuracy: float, retained: float
+) -> str | None:
+    """The explainer-independent rule: right answers that survive erasing the objects; the reason in words, or None.
+
+    Suspected when accuracy is at least `high_accuracy` and the accuracy with the objects erased keeps at least
+    `retained` of the accuracy's margin over `chance` (the best constant answer): (erased - chance) >= retained *
+    (accuracy - chance). A model that reads the object falls to about chance when it is erased. The thresholds
+    have one default, `LocalizationWatch`'s.
+    """
+    if accuracy < high_accuracy or accuracy <= chance:
+        return None
+    share = (object_erased - chance) / (accuracy - chance)
+    if share < retained:
+        return None
+    return (
+        f"accuracy {accuracy:.3f} stays {object_erased:.3f} with the objects erased (chance {chance:.3f}: "
+        f"{share:.0%} of the margin over chance kept, at least {retained:.0%})"
+    )
+
+
 class LocalizationWatch(pl.Callback):
-    """Watch a localization metric beside accuracy; warn (terminal and `val/shortcut_suspected`) when they part.
+    """Watch two signals beside accuracy; warn (terminal and `val/shortcut_suspected`) when either says "shortcut".
 
     Accuracy alone cannot tell a model that looks at the object from one that reads a watermark or a tag. After
-    every validation epoch the rule of `shortcut_verdict` runs over the logged history; a suspicion is logged as
-    `val/shortcut_suspected` = 1 and printed at the end of fit. It sees only logged metrics, nothing of the data.
+    every validation epoch two rules run: `shortcut_verdict` over the history of a localization metric (what the
+    explainer shows), and `reliance_verdict` on the object-erased accuracy of the LocalizationCallback's
+    `reliance: true` (what the model does: an explainer can be satisfied by a model that hides its shortcut from
+    it). Each needs its metrics logged and is skipped otherwise. A suspicion is logged as `val/shortcut_suspected` =
+    1 (and `val/shortcut_signal/localization`, `val/shortcut_signal/reliance` per signal) and printed at the end of
+    fit, naming the signal(s) that fired. It sees only logged metrics, nothing of the data.
 
     Args:
         localization: the logged localization metric to watch: the pointing game by default (threshold-free, and
@@ -52,7 +77,11 @@ class LocalizationWatch(pl.Callback):
         accuracy: the logged accuracy metric.
         min_drop: a fall of the localization metric from its best epoch this large, with accuracy not falling.
         low: or a final localization below this ...
-        high_accuracy: ... with a final accuracy at least this.
+        high_accuracy: ... with a final accuracy at least this (for both signals).
+        reliance: the prefix of the logged object reliance metrics (`<reliance>/acc`, `/acc_object_erased`,
+            `/chance`); None ignores them.
+        retained: the reliance signal fires when the object-erased accuracy keeps at least this share of the
+            accuracy's margin over chance (`reliance_verdict`).
     """
 
     def __init__(
@@ -63,26 +92,42 @@ class LocalizationWatch(pl.Callback):
         min_drop: float = 0.1,
         low: float = 0.5,
         high_accuracy: float = 0.9,
+        reliance: str | None = "val/reliance",
+        retained: float = 0.5,
     ) -> None:
+        if not 0.0 < retained <= 1.0:
+            raise ValueError(f"retained must be in (0, 1], got {retained}")
         self.localization = localization
         self.accuracy = accuracy
         self.min_drop, self.low, self.high_accuracy = min_drop, low, high_accuracy
+        self.reliance, self.retained = reliance, retained
         self.history: list[tuple[float, float]] = []
+        self.signals: dict[str, str | None] = {"localization": None, "reliance": None}
         self.verdict: str | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
         metrics = trainer.callback_metrics
-        if trainer.sanity_checking or self.localization not in metrics or self.accuracy not in metrics:
-            return
-        pair = (float(metrics[self.accuracy]), float(metrics[self.localization]))
-        if not all(math.isfinite(value) for value in pair):
-            return
-        self.history.append(pair)
-        self.verdict = shortcut_verdict(
-            self.history, min_drop=self.min_drop, low=self.low, high_accuracy=self.high_accuracy
-        )
+        pair = _finite(metrics, self.accuracy, self.localization)
+        if pair is not None:
+            self.history.append((pair[0], pair[1]))
+            self.signals["localization"] = shortcut_verdict(
+                self.history, min_drop=self.min_drop, low=self.low, high_accuracy=self.high_accuracy
+            )
+        if self.reliance is not None:
+            names = (f"{self.reliance}/acc", f"{self.reliance}/acc_object_erased", f"{self.reliance}/chance")
+            measured = _finite(metrics, *names)
+            if measured is not None:
+                self.signals["reliance"] = reliance_verdict(
+                    *measured, high_accuracy=self.high_accuracy, retained=self.retained
+                )
+        fired = [f"{signal}: {reason}" for signal, reason in self.signals.items() if reason is not None]
+        self.verdict = "; ".join(fired) or None
         if trainer.logger is not None:
-            trainer.logger.log_metrics({"val/shortcut_suspected": float(self.verdict is not None)}, trainer.global_step)
+            flags = {f"val/shortcut_signal/{name}": float(reason is not None) for name, reason in self.signals.items()}
+            flags["val/shortcut_suspected"] = float(self.verdict is not None)
+            trainer.logger.log_metrics(flags, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         """The history so far, saved in every checkpoint: a resumed run judges the whole run, not its tail."""
@@ -96,8 +141,17 @@ class LocalizationWatch(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.verdict is not None:
             message = (
-                f"Right for the wrong reason? {self.verdict} ({self.accuracy}, {self.localization}). Look at the "
-                "heatmap panel: the model may use a shortcut (a marker, a watermark, the background)."
+                f"Right for the wrong reason? {self.verdict} ({self.accuracy}, {self.localization}, "
+                f"{self.reliance}). Look at the heatmap panel and the class atlas: the model may use a shortcut (a "
+                "marker, a watermark, the background)."
             )
             warnings.warn(message, UserWarning, stacklevel=1)
             log.warning(message)  # also where warnings are filtered
+
+
+def _finite(metrics: dict, *names: str) -> tuple[float, ...] | None:
+    """The named logged metrics as floats, or None when one is missing or not finite."""
+    if not all(name in metrics for name in names):
+        return None
+    values = tuple(float(metrics[name]) for name in names)
+    return values if all(math.isfinite(value) for value in values) else None

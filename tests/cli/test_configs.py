@@ -44,3 +44,5 @@ def test_the_shortcut_job_parses_with_its_watch_and_marker(capsys):
     assert "pipeline.lightning.LocalizationWatch" in callbacks
     assert config["data"]["source"]["init_args"]["marker_fraction"] == 1.0
     assert config["data"]["augmentation"]["hflip"] is False
+    (localization,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("LocalizationCallback")]
+    assert localization["init_args"]["reliance"] is True and localization["init_args"]["atlas"] is True

@@ -138,3 +138,29 @@ def test_evaluate_names_a_missing_config(model_file, tmp_path, capsys):
         main(["evaluate", "--model", str(model_file), "--data", str(tmp_path / "nope.yaml")])
     assert exit_info.value.code == 2
     assert "nope.yaml: neither a config file nor one of ['synthetic']" in capsys.readouterr().err
+
+
+def test_evaluate_reliance_counts_what_erasing_the_boxes_by_hand_gives(model_file, tmp_path, capsys):
+    out = tmp_path / "eval"
+    main(["evaluate", "--model", str(model_file), "--data", *TINY_DATA, "--methods", "agcam", "--reliance",
+          "--out", str(out)])  # fmt: skip
+    reliance = json.loads((out / "evaluation.json").read_text())["reliance"]
+    model = load_explained(model_file)
+    transform = SampleTransform(model.input_config)
+    samples = [transform(raw) for raw in ShapesSource(256, 64, 64, image_size=32, num_classes=4).dataset("val")]
+    images = torch.stack([s["image"] for s in samples])
+    labels = torch.stack([s["target"] for s in samples])
+    inside = torch.zeros(len(samples), 1, 32, 32)
+    for index, sample in enumerate(samples):
+        for x0, y0, x1, y1 in sample["boxes"].long().tolist():
+            inside[index, :, y0 : y1 + 1, x0 : x1 + 1] = 1
+    expected = {
+        "acc": model.predict(images).classes == labels,
+        "acc_object_erased": model.predict(images * (1 - inside)).classes == labels,
+        "acc_context_erased": model.predict(images * inside).classes == labels,
+    }
+    assert reliance["images"] == 64 and reliance["unboxed"] == 0
+    for name, right in expected.items():
+        assert reliance[name] == pytest.approx(right.double().mean().item(), abs=1e-9), name
+    assert sum(row["images"] for row in reliance["per_class"].values()) == 64
+    assert "Object reliance on 64 images" in capsys.readouterr().out

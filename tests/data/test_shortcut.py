@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.source import SPLITS
+from pipeline.data.synthetic import MARKER_MODES as MODES
 from pipeline.data.synthetic import ShapesSource, SyntheticShapes, default_marker_size
 
 CLEARANCE = 2  # free rows the generator promises between the marker band and any object box
@@ -65,6 +66,7 @@ class TestDefaultsLeaveTodaysImages:
             {"marker_fraction": 0.0, "hue_reliability": 1.0},
             {"marker_mode": "shuffled"},  # no marker to move while marker_fraction is 0
             {"marker_mode": "absent", "marker_size": 3},
+            {"border_fraction": 0.0, "border_width": 4},  # no border
         ],
     )
     def test_explicitly_disabled_shortcuts_give_the_images_from_before(self, shortcut_off):
@@ -220,6 +222,9 @@ class TestShapesSource:
         ({"hue_reliability": 2.0}, r"hue_reliability must be in \[0, 1\], got 2.0"),
         ({"marker_size": 0}, r"marker_size must be in \[1, 9\] for 6 classes at 64 px, got 0"),
         ({"marker_size": 10}, r"marker_size must be in \[1, 9\] for 6 classes at 64 px, got 10"),
+        ({"border_fraction": 1.1}, r"border_fraction must be in \[0, 1\], got 1.1"),
+        ({"border_width": 0}, r"border_width must be in \[1, 8\] at 64 px, got 0"),
+        ({"border_width": 9}, r"border_width must be in \[1, 8\] at 64 px, got 9"),
         ({"marker_mode": "swapped"}, r"marker_mode must be one of \('same', 'shuffled', 'absent'\), got 'swapped'"),
     ],
 )
@@ -231,3 +236,49 @@ def test_bad_shortcut_options_raise_value_errors_naming_value_and_range(options,
 def test_shapes_source_rejects_an_unknown_test_marker():
     with pytest.raises(ValueError, match=r"test_marker must be one of \('same', 'shuffled', 'absent'\), got 'wrong'"):
         ShapesSource(test_marker="wrong")
+
+
+class TestTintedBorder:
+    """The second shortcut, of another kind: a frame in the class hue all around the image, not a spot."""
+
+    def test_full_border_in_the_class_tint_clear_of_every_object_box(self):
+        dataset = SyntheticShapes(24, border_fraction=1.0, hue_reliability=0.7)
+        width = dataset.border_width
+        assert width == 2  # 2 px per 64 px
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            tint = np.round(dataset.border_color(sample["target"])).astype(np.uint8)
+            frame = np.ones((64, 64), bool)
+            frame[width:-width, width:-width] = False
+            assert (sample["image"][frame] == tint).all()
+            x_min, y_min, x_max, y_max = (
+                sample["boxes"].min(axis=0)[:2].tolist() + sample["boxes"].max(axis=0)[2:].tolist()
+            )
+            assert min(x_min, y_min) >= width + CLEARANCE and max(x_max, y_max) <= 63 - width - CLEARANCE
+            assert not sample["mask"][frame].any()
+
+    def test_tints_of_the_classes_differ_and_the_fraction_is_followed(self):
+        dataset = SyntheticShapes(400, border_fraction=0.25)
+        tints = {tuple(np.round(dataset.border_color(c)).astype(int)) for c in range(dataset.num_classes)}
+        assert len(tints) == dataset.num_classes
+        carried = sum(dataset.border_class(index) is not None for index in range(len(dataset)))
+        assert 0.18 < carried / len(dataset) < 0.32  # 100 expected; a seeded draw, never flaky
+
+    def test_shuffled_border_is_on_the_same_images_in_a_wrong_class_tint_and_absent_leaves_the_rest(self):
+        modes = {mode: SyntheticShapes(40, border_fraction=0.5, marker_mode=mode) for mode in MODES}
+        for index in range(40):
+            same, shuffled = modes["same"].border_class(index), modes["shuffled"].border_class(index)
+            assert (same is None) is (shuffled is None) and modes["absent"].border_class(index) is None
+            label = modes["same"][index]["target"]
+            assert same in (None, label) and shuffled != label
+            inner = (slice(2, -2), slice(2, -2))
+            for mode in ("shuffled", "absent"):
+                np.testing.assert_array_equal(modes[mode][index]["image"][inner], modes["same"][index]["image"][inner])
+
+    def test_the_source_passes_the_border_to_every_split_and_test_marker_moves_it_on_test(self):
+        source = ShapesSource(8, 8, 8, border_fraction=1.0, test_marker="shuffled")
+        for split in SPLITS:
+            dataset = source.dataset(split)
+            assert dataset.border_fraction == 1.0
+            label = dataset[0]["target"]
+            assert (dataset.border_class(0) == label) is (split != "test")

@@ -5,6 +5,7 @@ import copy
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
 from pipeline.data import ShapesSource
 from pipeline.explain import AGCAM
@@ -216,3 +217,27 @@ def test_the_callback_explains_from_the_validation_forward(monkeypatch):
     assert recorded["val/loc/agcam/cases"] > 0 and recorded.keys() == separate.keys() == mixed.keys()
     for key, value in separate.items():  # the recorded forward runs in float32 under bf16-mixed too
         assert recorded[key] == pytest.approx(value, abs=1e-6) and mixed[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_reliance_and_atlas_on_val_and_test(tmp_path):
+    model, data = tiny_setup(val_size=32, batch_size=16)
+    callback = LocalizationCallback(panel_size=0, reliance=True, atlas=True)
+    run = trainer([callback], logger=pl.loggers.CSVLogger(tmp_path, name="run"), default_root_dir=tmp_path)
+    for stage, run_stage in (("val", run.validate), ("test", run.test)):
+        result = run_stage(model, data, verbose=False)[0]
+        assert result[f"{stage}/reliance/images"] == 32 and result[f"{stage}/reliance/unboxed"] == 0
+        assert result[f"{stage}/reliance/acc"] == pytest.approx(result[f"{stage}/acc"])  # same images, same logits
+        for name in ("acc_object_erased", "acc_context_erased", "chance"):
+            assert 0 <= result[f"{stage}/reliance/{name}"] <= 1
+        reliance_rows = callback.per_class[stage]["reliance"]  # summary.json's per-class output
+        assert sum(row["images"] for row in reliance_rows.values()) == 32
+        (atlas,) = tmp_path.glob(f"run/version_*/atlas/{stage}-epoch000.png")
+        assert Image.open(atlas).size == (96 * 4, 96)  # one 96 px tile per class
+
+
+def test_reliance_and_atlas_options_are_checked():
+    with pytest.raises(ValueError, match="atlas: true draws AG-CAM maps: add 'agcam' to methods"):
+        LocalizationCallback(methods=["rollout"], atlas=True)
+    multi_label = ViTClassifier("vit_tiny_patch16_224", 4, multi_label=True, model_kwargs=TINY_VIT)
+    with pytest.raises(ValueError, match="reliance: true is for single-label data"):
+        LocalizationCallback(reliance=True).setup(None, multi_label, "fit")

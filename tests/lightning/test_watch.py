@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 
 from pipeline.lightning import LocalizationWatch
-from pipeline.lightning.watch import shortcut_verdict
+from pipeline.lightning.watch import reliance_verdict, shortcut_verdict
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,67 @@ def test_the_history_survives_a_resume_and_the_fall_it_shows_is_still_reported()
     trainer.callback_metrics = {"val/acc": torch.tensor(0.9), "val/loc/agcam/mass_in_box": torch.tensor(0.536)}
     after.on_validation_end(trainer, None)
     assert after.verdict is not None and "fell from 0.660 (epoch 0) to 0.536" in after.verdict
+
+
+@pytest.mark.parametrize(
+    "accuracy, erased, chance, fires",
+    [
+        (1.0, 0.95, 0.17, True),  # right with the objects erased: something else decides
+        (1.0, 0.625, 0.25, True),  # exactly half of the margin over chance kept
+        (1.0, 0.62, 0.25, False),
+        (1.0, 0.2, 0.2, False),  # erased objects: back to chance
+        (0.8, 0.8, 0.2, False),  # accuracy below high_accuracy: still learning
+        (0.95, 0.95, 0.95, False),  # chance is already this high: nothing to tell
+    ],
+)
+def test_the_reliance_rule(accuracy, erased, chance, fires):
+    verdict = reliance_verdict(accuracy, erased, chance, high_accuracy=0.9, retained=0.5)
+    assert (verdict is not None) is fires
+    assert not fires or f"stays {erased:.3f} with the objects erased" in verdict
+
+
+def reliance_metrics(accuracy, pointing, erased, chance=0.17):
+    return {
+        "val/acc": torch.tensor(accuracy),
+        "val/loc/agcam/pointing_game": torch.tensor(pointing),
+        "val/reliance/acc": torch.tensor(accuracy),
+        "val/reliance/acc_object_erased": torch.tensor(erased),
+        "val/reliance/chance": torch.tensor(chance),
+    }
+
+
+@pytest.mark.parametrize(
+    "pointing, erased, fired",
+    [
+        (0.9, 0.95, ["reliance"]),  # the map looks right, the decision does not need the object
+        (0.1, 0.2, ["localization"]),  # the map is elsewhere, the decision still needs the object
+        (0.1, 0.95, ["localization", "reliance"]),
+        (0.9, 0.2, []),
+    ],
+)
+def test_the_watch_reads_both_signals_and_says_which_fired(pointing, erased, fired, capsys):
+    watch = LocalizationWatch()
+    trainer = FakeTrainer()
+    trainer.callback_metrics = reliance_metrics(0.99, pointing, erased)
+    watch.on_validation_end(trainer, None)
+    assert [signal for signal, reason in watch.signals.items() if reason is not None] == fired
+    if not fired:
+        assert watch.verdict is None
+        return
+    with pytest.warns(UserWarning, match="Right for the wrong reason") as warned:
+        watch.on_fit_end(trainer, None)
+    message = str(warned[0].message)
+    for signal in ("localization", "reliance"):
+        assert (f"{signal}: " in message) is (signal in fired)
+
+
+def test_the_reliance_signal_alone_needs_no_localization_metric():
+    watch = LocalizationWatch(reliance="val/reliance")
+    trainer = FakeTrainer()
+    metrics = reliance_metrics(1.0, 0.0, 1.0)
+    del metrics["val/loc/agcam/pointing_game"]
+    trainer.callback_metrics = metrics
+    watch.on_validation_end(trainer, None)
+    assert watch.history == [] and watch.signals["reliance"] is not None and watch.signals["localization"] is None
+    with pytest.raises(ValueError, match=r"retained must be in \(0, 1\]"):
+        LocalizationWatch(retained=0.0)
