@@ -122,6 +122,12 @@ class LocalizationCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         multi_label = bool(getattr(pl_module.hparams, "multi_label", False))
+        if multi_label and isinstance(trainer.strategy, ModelParallelStrategy):
+            raise ValueError(
+                "the LocalizationCallback is not available for multi-label data under ModelParallelStrategy (FSDP2): "
+                "images carry different numbers of classes, so processes would run different numbers of backward "
+                "passes, each gathering parameters from all of them; use DDP (configs/ddp.yaml) for multi-label data"
+            )
         self.scorer = LocalizationScorer(cast(nn.Module, pl_module.model), self.options, multi_label=multi_label).to(
             pl_module.device
         )  # metrics held by a callback are not moved by Lightning

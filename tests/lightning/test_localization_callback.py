@@ -1,11 +1,13 @@
 """LocalizationCallback: exact bookkeeping, no side effects on training, improvement with training, options."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.strategies import ModelParallelStrategy
 
 from pipeline.data import ShapesSource
 from pipeline.explain import AGCAM
@@ -241,3 +243,12 @@ def test_reliance_and_atlas_options_are_checked():
     multi_label = ViTClassifier("vit_tiny_patch16_224", 4, multi_label=True, model_kwargs=TINY_VIT)
     with pytest.raises(ValueError, match="reliance: true is for single-label data"):
         LocalizationCallback(reliance=True).setup(None, multi_label, "fit")
+
+
+def test_multi_label_data_under_fsdp_is_refused_before_any_batch():
+    """Processes would run different numbers of backward passes, each a collective: refused, not left to hang."""
+    model = ViTClassifier("vit_tiny_patch16_224", 3, multi_label=True, model_kwargs=TINY_VIT)
+    fsdp_trainer = SimpleNamespace(strategy=ModelParallelStrategy())
+    with pytest.raises(ValueError, match="multi-label data under ModelParallelStrategy"):
+        LocalizationCallback().setup(fsdp_trainer, model, "fit")
+    LocalizationCallback().setup(SimpleNamespace(strategy=None), model, "fit")  # any other strategy: set up
