@@ -27,28 +27,24 @@ def measure(part: slice):
     return reliance.compute(), atlas.compute()
 
 
-def worker(rank: int, init_file: str, results) -> None:
+def worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         reliance, atlas = measure(slice(0, 4) if rank == 0 else slice(4, 10))  # uneven halves
-        results.put((rank, {k: v.tolist() for k, v in reliance.items()}, {k: v.tolist() for k, v in atlas.items()}))
+        torch.save((reliance, atlas), f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.ddp
 def test_reliance_and_atlas_are_summed_across_processes(tmp_path):
-    results = mp.get_context("fork").SimpleQueue()  # fork: the children start with everything imported
-    mp.start_processes(worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True, start_method="fork")
+    # spawn, not fork: a forked child of a process whose torch thread pool already ran can deadlock
+    mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     reliance, atlas = measure(slice(0, 10))
     reliance["unboxed"] = torch.tensor(4.0)  # the two processes count 0 and 4 unboxed images
-    ranks = set()
-    while not results.empty():
-        rank, synced_reliance, synced_atlas = results.get()
-        ranks.add(rank)
+    for rank in (0, 1):
+        synced_reliance, synced_atlas = torch.load(tmp_path / f"rank{rank}.pt")
         for name, value in reliance.items():
-            synced = torch.tensor(synced_reliance[name], dtype=value.dtype)
-            torch.testing.assert_close(synced, value, equal_nan=True, rtol=0, atol=0, msg=name)
-        torch.testing.assert_close(torch.tensor(synced_atlas["mean"]), atlas["mean"])
-        assert torch.tensor(synced_atlas["images"]).tolist() == atlas["images"].tolist()
-    assert ranks == {0, 1}
+            torch.testing.assert_close(synced_reliance[name], value, equal_nan=True, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(synced_atlas["mean"], atlas["mean"])
+        assert synced_atlas["images"].tolist() == atlas["images"].tolist()
