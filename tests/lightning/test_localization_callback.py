@@ -242,7 +242,7 @@ def test_reliance_and_atlas_options_are_checked():
         LocalizationCallback(methods=["rollout"], atlas=True)
     multi_label = ViTClassifier("vit_tiny_patch16_224", 4, multi_label=True, model_kwargs=TINY_VIT)
     with pytest.raises(ValueError, match="reliance: true is for single-label data"):
-        LocalizationCallback(reliance=True).setup(None, multi_label, "fit")
+        LocalizationCallback(reliance=True).setup(SimpleNamespace(strategy=None), multi_label, "fit")
 
 
 def test_multi_label_data_under_fsdp_is_refused_before_any_batch():
