@@ -4,8 +4,6 @@ Each process explains its own images; its maps must equal the unsharded model's,
 that block's parameters (and the root's at the ends) may be whole.
 """
 
-import socket
-
 import pytest
 import timm
 import torch
@@ -21,6 +19,7 @@ from pipeline.explain import (
     UnsupportedModelError,
     build_explainer,
 )
+from scripts.bench_fsdp import free_port
 from scripts.oracle import relative_error
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=2, num_classes=5)
@@ -96,12 +95,6 @@ def explain_sharded_and_whole(rank: int, port: int) -> None:
             AGCAM(fsdp1)
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.ddp

@@ -15,23 +15,11 @@ from pipeline.data import ClassFolderSource
 from pipeline.data.selection import class_round_robin
 from pipeline.lightning import LocalizationCallback, RunSummary, ViTClassifier, ViTDataModule
 from tests.helpers.datasets import write_class_tree
-from tests.helpers.ddp_selection import MAX_IMAGES
+from tests.helpers.ddp_selection import MAX_IMAGES, RecordingCallback
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
-
-
-class RecordingCallback(LocalizationCallback):
-    """Remembers the image ids it explained, per epoch."""
-
-    def on_validation_epoch_start(self, trainer, pl_module):
-        super().on_validation_epoch_start(trainer, pl_module)
-        self.explained_per_epoch = getattr(self, "explained_per_epoch", []) + [[]]
-
-    def _explain_batch(self, pl_module, outputs, batch):
-        self.explained_per_epoch[-1].extend(batch["image_id"])
-        super()._explain_batch(pl_module, outputs, batch)
 
 
 def class_tree_run(tmp_path, callback, **trainer_options):

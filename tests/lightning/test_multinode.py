@@ -5,13 +5,13 @@ validation image scored once. The learning rate is 0, so both runs validate the 
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from scripts.bench_fsdp import free_port
 from tests.helpers.wandb_offline import history
 from tests.lightning.test_ddp import BASE, REPO, SUBPROCESS_TIMEOUT, VAL_SIZE
 
@@ -35,12 +35,6 @@ def localization(save_dir: Path) -> dict[str, float]:
     (run_dir,) = save_dir.glob("wandb/offline-run-*")
     (row,) = [row for row in history(run_dir) if "val/loc/agcam/cases" in row]
     return {key: value for key, value in row.items() if key.startswith("val/loc/") and isinstance(value, (int, float))}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.ddp
