@@ -126,6 +126,8 @@ GUIDANCE_VARIANTS = {
     "guided by AG-CAM": ["--model.guidance_weight=1.0", "--model.guidance_method=agcam"],
     "guided by input gradients": ["--model.guidance_weight=1.0", "--model.guidance_method=input_gradients"],
     "guided by input gradients, auto": ["--model.guidance_weight=auto", "--model.guidance_method=input_gradients"],
+    "guided by context swap": ["--model.guidance_weight=1.0", "--model.guidance_method=context_swap"],
+    "guided by context swap, auto (the default lever)": ["--model.guidance_weight=auto"],
 }
 
 

@@ -34,7 +34,8 @@ BORDER = {"marker_fraction": 0.0, "border_fraction": 1.0}  # a class-tinted fram
 OBJECT_ONLY = {"marker_fraction": 0.0}  # no shortcut: what the object alone allows
 CLEAN = {"hue_reliability": 1.0}  # the marker, but the object's hue always tells the class too
 SHAPE_ONLY = {"hue_reliability": 0.0}  # the marker, and only the shape tells the class
-AUTO = ["--model.guidance_weight", "auto"]
+AUTO = ["--model.guidance_weight", "auto"]  # the default method, context_swap
+AUTO_GRADIENTS = [*AUTO, "--model.guidance_method", "input_gradients"]
 ROWS = {  # name -> (data overrides, guidance arguments)
     "object only: 70% class hue, no shortcut": (OBJECT_ONLY, []),
     "marker, plain (configs/shortcut.yaml)": (MARKER, []),
@@ -44,6 +45,8 @@ ROWS = {  # name -> (data overrides, guidance arguments)
     "class hue always + marker, plain": (CLEAN, []),
     "class hue always + marker, guidance auto": (CLEAN, AUTO),
     "random hue always + marker, plain": (SHAPE_ONLY, []),
+    "marker, guidance auto, input gradients": (MARKER, AUTO_GRADIENTS),
+    "border, guidance auto, input gradients": (BORDER, AUTO_GRADIENTS),
 }
 REPORTED = {
     "val/acc": "val acc",
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=Path("runs/shortcut_study"))
     parser.add_argument("--rows", nargs="*", choices=list(ROWS), default=list(ROWS), help="the rows to run, in order")
     parser.add_argument("--fixed_weights", type=float, nargs="*", default=[], help="also fixed-weight guided rows")
+    parser.add_argument("--guidance_method", help="--model.guidance_method of the fixed-weight rows")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train_size", type=int, default=8000)
     parser.add_argument("--val_size", type=int, default=512)
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     runs = {name: ROWS[name] for name in args.rows}
     for weight in args.fixed_weights:
         for shortcut, data in (("marker", MARKER), ("border", BORDER)):
-            runs[f"{shortcut}, guidance weight {weight:g}"] = (data, ["--model.guidance_weight", str(weight)])
+            method = ["--model.guidance_method", args.guidance_method] if args.guidance_method else []
+            runs[f"{shortcut}, guidance weight {weight:g}"] = (data, ["--model.guidance_weight", str(weight), *method])
     args.out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for index, (name, (data, guidance)) in enumerate(runs.items()):

@@ -37,12 +37,13 @@ class ViTClassifier(pl.LightningModule):
         min_lr_ratio: the cosine decays to lr * min_lr_ratio.
         label_smoothing: cross-entropy label smoothing (single-label only).
         layer_decay: layer-wise learning-rate decay factor (e.g. 0.75 for fine-tuning); None turns it off.
-        guidance_weight: explanation-guided training: weight of the loss on the explanation's relevance outside the
-            labelled boxes (`pipeline.guidance`); 0 trains on the labels alone; "auto" sets it every step from the
-            training batch's accuracy with its objects erased (`pipeline.guidance.AutoWeight`, bounds [0.1, 100]).
-            The weight used is logged as `train/guidance_weight`.
-        guidance_method: the guided explanation: "input_gradients" (Ross et al.; removes the shortcut in
-            scripts/shortcut_study.py) or "agcam" (differentiable AG-CAM; the model can route around it).
+        guidance_weight: guided training (`pipeline.guidance`): weight of the loss that makes the model answer from
+            the labelled objects; 0 trains on the labels alone; "auto" sets it every step from the training batch's
+            accuracy with its objects erased (`pipeline.guidance.AutoWeight`, bounds [1, 100]). The weight used is
+            logged as `train/guidance_weight`.
+        guidance_method: "context_swap" (each labelled object on another image's context, cross-entropy with its
+            label; removes both shortcuts of scripts/shortcut_study.py), "input_gradients" (Ross et al.: the input
+            gradient's share outside the boxes) or "agcam" (differentiable AG-CAM; the model can route around it).
         guidance_annotations: the allowed region: the label's "boxes" or its object "masks".
         sharded_param_dtype: under Lightning's ModelParallelStrategy (configs/fsdp.yaml), FSDP2's mixed precision:
             parameters are gathered for forward and backward in this dtype ("bfloat16" or "float16") while the
@@ -66,7 +67,7 @@ class ViTClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         layer_decay: float | None = None,
         guidance_weight: float | str = 0.0,
-        guidance_method: Literal["agcam", "input_gradients"] = "input_gradients",
+        guidance_method: Literal["context_swap", "input_gradients", "agcam"] = "context_swap",
         guidance_annotations: Literal["boxes", "masks"] = "boxes",
         sharded_param_dtype: Literal["bfloat16", "float16"] | None = None,
     ) -> None:
@@ -117,9 +118,9 @@ class ViTClassifier(pl.LightningModule):
             )
         if self.guidance.weight:
             raise ValueError(
-                "guidance_weight must be 0 under ModelParallelStrategy (FSDP2): the guidance loss differentiates "
-                "through parameters FSDP frees after each forward (input gradients' double backward) or needs them "
-                "whole (AG-CAM); train guided with DDP (configs/ddp.yaml)"
+                "guidance_weight must be 0 under ModelParallelStrategy (FSDP2): guided training is built and tested "
+                "for DDP only (input gradients need a double backward through parameters FSDP frees after each "
+                "forward, AG-CAM needs them whole); train guided with DDP (configs/ddp.yaml)"
             )
         dtype = self.hparams.get("sharded_param_dtype")
         policy = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32) if dtype else None
