@@ -10,13 +10,15 @@ with one of two shortcuts in every train/val image: the white marker at a class-
 border all around the image tinted in the class's hue. Then `agcam test` on the two test variants: the shortcut
 of a wrong class (shuffled) and none (absent). Reported: val accuracy, AG-CAM pointing game and mass in box, the
 accuracy with the objects / the context erased (object reliance), which LocalizationWatch signals fired, both
-test accuracies, the last guidance weight and the fit's wall time; each run's last class atlas is copied to
-`<out>/run<i>/atlas.png`. Nothing here knows where the shortcut is: the guidance sees only images, labels, boxes.
+test accuracies, the last and the largest guidance weight and the fit's wall time; each run's last class atlas is
+copied to `<out>/run<i>/atlas.png`. Nothing here knows where the shortcut is: the guidance sees only images, labels
+and boxes.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import time
@@ -57,17 +59,24 @@ REPORTED = {
 }
 
 
-def run(args: list[str]):
-    """One LightningCLI run without W&B, quiet; the CLI object (its trainer holds the metrics)."""
-    quiet = [
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-    ]
-    return run_lightning_cli([*args, *quiet])
+def run(args: list[str], csv_folder: Path | None = None):
+    """One quiet LightningCLI run, without W&B: no logger, or a CSVLogger writing to `csv_folder`; the CLI object
+    (its trainer holds the metrics)."""
+    logger = ["--trainer.logger", "false"]
+    if csv_folder is not None:
+        logger = ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(csv_folder)]
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    return run_lightning_cli([*args, *logger, *quiet])
+
+
+def peak_weight(metrics_csv: Path) -> float:
+    """The largest `train/guidance_weight` a fit logged (every `log_every_n_steps`-th step: 20 in the config; 0.0
+    unguided)."""
+    with metrics_csv.open() as file:
+        weights = [
+            float(row["train/guidance_weight"]) for row in csv.DictReader(file) if row.get("train/guidance_weight")
+        ]
+    return max(weights, default=0.0)
 
 
 def study_row(folder: Path, data: dict[str, Any], guidance: list[str], common: list[str]) -> dict[str, Any]:
@@ -76,7 +85,7 @@ def study_row(folder: Path, data: dict[str, Any], guidance: list[str], common: l
     data_args = [arg for name, value in data.items() for arg in (f"{SOURCE}{name}", str(value))]
     fit_args = ["fit", "--config", str(CONFIG), *common, *data_args, "--trainer.default_root_dir", str(folder)]
     start = time.perf_counter()
-    fitted = run([*fit_args, *guidance])
+    fitted = run([*fit_args, *guidance], csv_folder=folder / "csv")
     seconds = time.perf_counter() - start
     callback_metrics = fitted.trainer.callback_metrics
     metrics: dict[str, Any] = {label: float(callback_metrics[name]) for name, label in REPORTED.items()}
@@ -93,6 +102,7 @@ def study_row(folder: Path, data: dict[str, Any], guidance: list[str], common: l
         shutil.copyfile(atlases[-1], folder / "atlas.png")
     weight = callback_metrics.get("train/guidance_weight")
     metrics["last guidance weight"] = float(weight) if weight is not None else 0.0
+    metrics["peak guidance weight"] = peak_weight(Path(fitted.trainer.logger.log_dir) / "metrics.csv")
     return {**metrics, "fit seconds": seconds}
 
 
