@@ -127,7 +127,7 @@ GUIDANCE_VARIANTS = {
     "guided by input gradients": ["--model.guidance_weight=1.0", "--model.guidance_method=input_gradients"],
     "guided by input gradients, auto": ["--model.guidance_weight=auto", "--model.guidance_method=input_gradients"],
     "guided by context swap": ["--model.guidance_weight=1.0", "--model.guidance_method=context_swap"],
-    "guided by context swap, auto (the default lever)": ["--model.guidance_weight=auto"],
+    "guided by context swap, auto": ["--model.guidance_weight=auto"],  # the default method
 }
 
 
@@ -228,9 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"AG-CAM record of a validation batch of {mem['batch']}: {mem['record_mb']:.1f} MB; a training step's saved "
         f"activations: {mem['training_step_activations_mb']:.1f} MB"
     )
-    print(f"{'training step':<28}{'seconds':>10}{'x plain':>10}")
+    print(f"{'training step':<36}{'seconds':>10}{'x plain':>10}")
     for name, seconds in steps.items():
-        print(f"{name:<28}{seconds:>10.4f}{report['step_ratio_to_plain'][name]:>10.2f}")
+        print(f"{name:<36}{seconds:>10.4f}{report['step_ratio_to_plain'][name]:>10.2f}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return report
