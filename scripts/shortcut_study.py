@@ -129,9 +129,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train_size", type=int, default=8000)
     parser.add_argument("--val_size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0, help="the training seed (the data's own seed stays 0)")
     args = parser.parse_args(argv)
     common = ["--trainer.max_epochs", str(args.epochs), f"{SOURCE}train_size", str(args.train_size),
-              f"{SOURCE}val_size", str(args.val_size), f"{SOURCE}test_size", str(args.val_size)]  # fmt: skip
+              f"{SOURCE}val_size", str(args.val_size), f"{SOURCE}test_size", str(args.val_size),
+              "--seed_everything", str(args.seed)]  # fmt: skip
     runs = {name: ROWS[name] for name in args.rows}
     for weight in args.fixed_weights:
         for shortcut, data in (("marker", MARKER), ("border", BORDER)):
