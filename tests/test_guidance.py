@@ -181,12 +181,15 @@ class ObjectReader(torch.nn.Module):
         return -((images[:, 0, 5, 5, None] - torch.arange(3)) ** 2) * 10
 
 
-def test_context_swap_loss_is_high_for_a_shortcut_reader_and_low_for_an_object_reader():
+@pytest.mark.parametrize("annotations", ["boxes", "masks"])
+def test_context_swap_loss_is_high_for_a_shortcut_reader_and_low_for_an_object_reader(annotations):
     images = torch.zeros(3, 3, 8, 8)
     for index, label in enumerate((0, 1, 2)):
         images[index, 0, 0, 0] = images[index, 0, 5, 5] = label  # the shortcut pixel and the object both say it
     batch = boxed_batch([[4, 4, 7, 7]] * 3, [0, 1, 2])
-    guidance = Guidance(weight=1.0, method="context_swap")
+    batch["mask"] = torch.zeros(3, 8, 8, dtype=torch.long)
+    batch["mask"][:, 5:7, 5:7] = 1  # object 0 of each image, a smaller region than its box
+    guidance = Guidance(weight=1.0, method="context_swap", annotations=annotations)
     shortcut_loss, guided, _ = guidance_loss(MarkerReader(), images, batch, guidance)
     object_loss, _, _ = guidance_loss(ObjectReader(), images, batch, guidance)
     assert guided == 3
