@@ -19,7 +19,7 @@ def main(args: list[str] | None = None) -> None:
         if exit_code:
             raise SystemExit(exit_code)
         return
-    from pipeline.lightning.cli import run_lightning_cli  # fit / validate / test / predict need Lightning
+    from pipeline.lightning.cli import SettingsError, run_lightning_cli  # fit / validate / test / predict
 
     command = f"agcam {argv[0] if argv else 'fit'}"
     try:
@@ -28,6 +28,9 @@ def main(args: list[str] | None = None) -> None:
         run_lightning_cli(args, epilog=epilog)
     except (LayoutError, BadSampleError) as error:  # the user's data: the message says what and where
         print(f"agcam: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SettingsError as error:  # a class refused a config value: the message names the option
+        print(f"{command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except CheckpointError as error:  # a bad --ckpt_path: the file, the problem, the other checkpoints
         print(f"{command}: error: {error}", file=sys.stderr)

@@ -39,6 +39,10 @@ from pipeline.lightning.summary import WANDB_ID_KEY, RunSummary
 RESUME_KEYS = ("state_dict", "optimizer_states", "loops")  # what `fit --ckpt_path` restores from
 
 
+class SettingsError(ValueError):
+    """A class of the config refused its settings (a ValueError from its constructor): the message names them."""
+
+
 class RunConfig(SaveConfigCallback):
     """The run's config as config.yaml in its own run folder (atomically), not one file shared by every run."""
 
@@ -96,6 +100,14 @@ class AgcamCLI(LightningCLI):
             save_dir = init_args.get("save_dir") or init_args.get("dir") or "."
             project = init_args.get("project") or "lightning_logs"
             config.trainer.default_root_dir = str(Path(save_dir) / project / init_args["id"])
+
+    def instantiate_classes(self) -> None:
+        """Build the config's classes; a constructor's refusal of a value (guidance_weight, a model timm has not,
+        a data option) becomes a `SettingsError` that `agcam` prints as one line."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise SettingsError(str(error)) from error
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

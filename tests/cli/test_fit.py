@@ -89,14 +89,27 @@ def test_csv_logger_instead_of_wandb_writes_metrics_and_panel_pngs(tmp_path):
     assert not list(tmp_path.glob("wandb"))
 
 
-def test_unknown_model_name_fails_before_training_with_a_suggestion(tmp_path):
-    with pytest.raises(ValueError, match="Unknown timm model 'vit_tiny_patch16_2244'.*vit_tiny_patch16_224"):
+def test_unknown_model_name_fails_before_training_with_a_suggestion(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *BASE, "--model.model_name", "vit_tiny_patch16_2244", "--trainer.logger", "false"])
+    assert exit_info.value.code == 2
+    assert re.search(r"Unknown timm model 'vit_tiny_patch16_2244'.*vit_tiny_patch16_224", capsys.readouterr().err)
 
 
-def test_a_model_that_is_not_a_class_token_vit_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="'resnet18' cannot be explained.*VisionTransformer"):
-        main(["fit", *BASE, "--model.model_name=resnet18", "--model.model_kwargs={}", "--trainer.logger=false"])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (["--model.model_name=resnet18", "--model.model_kwargs={}"], "'resnet18' cannot be explained"),
+        (["--model.guidance_weight=autoo"], "guidance_weight must be a number >= 0 or 'auto', got 'autoo'"),
+        (["--model.guidance_weight=-1"], "guidance_weight must be a number >= 0 or 'auto', got -1"),
+    ],
+)
+def test_a_refused_setting_is_one_line_naming_it(tmp_path, capsys, setting, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *BASE, *setting, "--trainer.logger=false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("agcam fit: error: ") and message in err
 
 
 def test_missing_local_weights_file_is_named(tmp_path, capsys):
