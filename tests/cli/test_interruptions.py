@@ -186,3 +186,15 @@ def test_two_fits_at_once_in_one_save_dir_and_sigterm_to_one_of_them(tmp_path):
     configs = sorted(tmp_path.glob("agcam/*/config.yaml"))  # one per run, each with its own settings
     assert sorted(yaml.safe_load(config.read_text())["model"]["lr"] for config in configs) == [0.001, 0.002]
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_ctrl_c_saves_the_step_and_says_how_to_resume(tmp_path):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1"]
+    sigint = [f"--trainer.callbacks+={INTERRUPT}.SignalAt", "--trainer.callbacks.step=2",
+              "--trainer.callbacks.signal_name=SIGINT"]  # fmt: skip
+    stopped = fit_process(tmp_path, *short, *sigint)
+
+    assert stopped.returncode == 128 + 2 and "Traceback" not in stopped.stderr
+    (checkpoint,) = tmp_path.glob("agcam/*/checkpoints/preempted.ckpt")
+    assert f"SIGINT: stopped at epoch 0, step 2; saved {checkpoint}. Resume with: agcam fit " in stopped.stdout
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
