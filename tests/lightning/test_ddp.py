@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import wandb
 
 from pipeline.cli import main
@@ -104,3 +105,47 @@ def test_ddp_bf16_callback_explains_from_the_validation_forward(tmp_path):
         assert rank["metrics"].keys() == today["metrics"].keys()
         for key, value in today["metrics"].items():
             assert rank["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_sigterm_to_both_ddp_processes_saves_the_step_and_resumes_to_the_uninterrupted_end(tmp_path):
+    """A scheduler's SIGTERM reaches every process of the job: both stop at the same step, one checkpoint is
+    written, and resuming from it ends where an uninterrupted two-process fit ends."""
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1"]
+    sigterm = ["--trainer.callbacks+=tests.helpers.interrupt.SignalAt", "--trainer.callbacks.step=2",
+               "--trainer.callbacks.process_group=true"]  # fmt: skip
+
+    def fit(save_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "pipeline", "fit", *BASE, *short, "--trainer.accelerator", "cpu",
+            "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.logger.init_args.save_dir",
+            str(save_dir), *extra,
+        ]  # fmt: skip
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_SERVICE", "PL_"))}
+        env = {**inherited, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        return subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+            start_new_session=True,  # the signal goes to the job's process group, not to pytest's
+        )  # fmt: skip
+
+    def summary(save_dir: Path) -> dict:
+        (path,) = save_dir.glob("agcam/*/summary.json")
+        return json.loads(path.read_text())
+
+    stopped = fit(tmp_path / "stopped", *sigterm)
+    assert stopped.returncode == 128 + 15 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    (checkpoint,) = (tmp_path / "stopped").glob("agcam/*/checkpoints/preempted.ckpt")
+    assert stopped.stdout.count("SIGTERM: stopped at epoch 0, step 2; saved") == 1  # rank zero says it, once
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2
+
+    resumed = fit(tmp_path / "stopped", "--ckpt_path", str(checkpoint))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uninterrupted = fit(tmp_path / "uninterrupted")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    ended, expected = summary(tmp_path / "stopped"), summary(tmp_path / "uninterrupted")
+    assert ended["global_step"] == expected["global_step"] == 4
+    val = {name: value for name, value in expected["metrics"].items() if name.startswith("val/")}
+    assert len(val) > 5
+    for name, value in val.items():
+        assert ended["metrics"][name] == pytest.approx(value, abs=1e-6), name
