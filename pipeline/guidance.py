@@ -38,10 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM
-from pipeline.metrics import class_regions, erase, object_regions
+from pipeline.metrics import class_regions, erased_copies, object_regions
 
 AUTO = "auto"
 METHODS = ("context_swap", "input_gradients", "agcam")
+MASKS_OPTION = "guidance_annotations 'masks'"  # named when the batches carry no masks
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Guidance:
         if self.method not in METHODS:
             raise ValueError(f"guidance_method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.annotations not in ("boxes", "masks"):
-            raise ValueError(f"guidance.annotations must be 'boxes' or 'masks', got {self.annotations!r}")
+            raise ValueError(f"guidance_annotations must be 'boxes' or 'masks', got {self.annotations!r}")
 
 
 @dataclass
@@ -116,15 +117,12 @@ def object_erased_counts(
 ) -> torch.Tensor:
     """(2 + C,) counts of the batch's images with a labelled object: right answers with the objects erased, images,
     and images per class (so that sums over processes give the same rule as one process). No gradient."""
-    labels = batch["target"].long()
-    regions = object_regions(batch, (images.shape[-2], images.shape[-1]), annotations == "masks").to(images.device)
-    boxed = regions.flatten(1).any(dim=1)
-    labels = labels[boxed]
+    boxed, object_erased, _ = erased_copies(images, batch, annotations == "masks", option=MASKS_OPTION)
+    labels = batch["target"].long()[boxed]
     per_class = torch.bincount(labels, minlength=num_classes)
     if not len(labels):
         return torch.cat([labels.new_zeros(2), per_class])
     with torch.no_grad():
-        object_erased, _ = erase(images[boxed], regions[boxed])
         right = (model(object_erased).argmax(dim=-1) == labels).sum()
     return torch.cat([torch.stack([right, labels.new_tensor(len(labels))]), per_class])
 
@@ -157,7 +155,7 @@ def outside_share(maps: torch.Tensor, coverage: torch.Tensor, eps: float = 1e-12
 def guidance_loss(
     model: nn.Module, images: torch.Tensor, batch: dict, guidance: Guidance
 ) -> tuple[torch.Tensor, int, int]:
-    """The mean outside-share over the batch's guided images, differentiable in the model's weights.
+    """The guidance loss over the batch's guided images, differentiable in the model's weights.
 
     Args:
         model: the timm ViT being trained.
@@ -170,22 +168,21 @@ def guidance_loss(
         "context_swap" gives a cross-entropy, the other methods a share in [0, 1].
     """
     labels = batch["target"].long()
-    if guidance.annotations == "masks":
+    size = (images.shape[-2], images.shape[-1])
+    use_masks = guidance.annotations == "masks"
+    if use_masks:
         if "mask" not in batch:
-            raise ValueError(
-                "guidance.annotations is 'masks' but the batches carry no 'mask': enable masks in the data"
-            )
+            raise ValueError(f"{MASKS_OPTION} needs masks in the batches: enable masks in the data source")
         regions = class_regions(labels, batch["box_labels"], masks=batch["mask"])
     else:
-        image_size = tuple(images.shape[-2:])
-        regions = class_regions(labels, batch["box_labels"], boxes=batch["boxes"], image_size=image_size)
+        regions = class_regions(labels, batch["box_labels"], boxes=batch["boxes"], image_size=size)
     regions = regions.to(images.device)
     guided = regions.flatten(1).any(dim=1)  # (B,) images with a region of their class
     count = int(guided.sum())
     if count == 0:
         return images.new_zeros(()), 0, len(images)
     if guidance.method == "context_swap":
-        objects = object_regions(batch, (images.shape[-2], images.shape[-1]), guidance.annotations == "masks")
+        objects = object_regions(batch, size, use_masks, option=MASKS_OPTION)
         swapped = swap_contexts(images[guided], regions[guided], objects.to(images.device)[guided])
         return F.cross_entropy(model(swapped).float(), labels[guided]), count, len(images) - count
     if guidance.method == "agcam":

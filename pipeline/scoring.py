@@ -25,8 +25,7 @@ from pipeline.metrics import (
     check_threshold,
     check_tolerance,
     class_regions,
-    erase,
-    object_regions,
+    erased_copies,
 )
 
 
@@ -272,13 +271,11 @@ class RelianceScorer:
 
     def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> None:
         """Count one batch; `logits` are the model's on the unchanged images (no third forward)."""
-        regions = object_regions(batch, (images.shape[-2], images.shape[-1]), self.use_masks).to(images.device)
-        boxed = regions.flatten(1).any(dim=1)
+        boxed, object_erased, context_erased = erased_copies(images, batch, self.use_masks)
         labels = batch["target"].long()[boxed]
         kept = logits[boxed]
         erased_logits = (kept, kept)  # no image to erase: empty
         if len(labels):
-            object_erased, context_erased = erase(images[boxed], regions[boxed])
             with torch.no_grad():
                 erased_logits = self.model(torch.cat([object_erased, context_erased])).chunk(2)
         self.metric.update(labels, kept, *erased_logits, unboxed=int((~boxed).sum()))

@@ -69,6 +69,12 @@ def test_bad_guidance_settings_are_named():
         with pytest.raises(ValueError, match=r"guidance_weight must be a number >= 0 or 'auto', got "):
             Guidance(weight=bad)
     assert Guidance(weight="auto").weight == "auto" and Guidance(weight=10).weight == 10
+    batch, images = boxed_batch([[0, 0, 3, 3]], [1]), torch.zeros(1, 3, 8, 8)  # boxes, no masks
+    for method in ("context_swap", "input_gradients"):
+        with pytest.raises(ValueError, match="guidance_annotations 'masks' needs masks in the batches"):
+            guidance_loss(MarkerReader(), images, batch, Guidance(1.0, method, annotations="masks"))
+    with pytest.raises(ValueError, match="guidance_annotations 'masks' needs masks in the batches"):
+        object_erased_counts(MarkerReader(), images, batch, "masks", 3)  # the auto weight's measurement
     with pytest.raises(ValueError, match="single-label"):
         ViTClassifier("vit_tiny_patch16_224", 4, multi_label=True, guidance_weight=1.0,
                       model_kwargs=dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2))  # fmt: skip

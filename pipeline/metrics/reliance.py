@@ -31,19 +31,41 @@ def erase(images: Tensor, regions: Tensor) -> tuple[Tensor, Tensor]:
     return images * (1 - inside), images * inside
 
 
-def object_regions(batch: dict, image_size: tuple[int, int], use_masks: bool = False) -> Tensor:
+def object_regions(
+    batch: dict, image_size: tuple[int, int], use_masks: bool = False, *, option: str = "reliance with use_masks"
+) -> Tensor:
     """(B, H, W) bool: each image's labelled objects, the union of its boxes or (`use_masks`) its object masks.
 
     Args:
         batch: with `boxes` [(n_i, 4) xyxy at `image_size`], or `mask` (B, H, W) object ids (0: background).
         image_size: (H, W) of the images.
         use_masks: take the masks instead of the boxes.
+        option: the setting that asked for masks, named when the batches carry none.
     """
     if use_masks:
         if "mask" not in batch:
-            raise ValueError("reliance with use_masks needs masks in the batches: enable masks in the data source")
+            raise ValueError(f"{option} needs masks in the batches: enable masks in the data source")
         return batch["mask"] > 0
     return boxes_to_mask(batch["boxes"], image_size)
+
+
+def erased_copies(
+    images: Tensor, batch: dict, use_masks: bool = False, *, option: str = "reliance with use_masks"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The images that have a labelled object, erased both ways.
+
+    Args:
+        images: (B, C, H, W) normalized images of `batch`.
+        batch, use_masks, option: as for `object_regions`.
+
+    Returns:
+        (boxed (B,) bool: the images with an object, their (N, C, H, W) object-erased and context-erased copies).
+    """
+    regions = object_regions(batch, (images.shape[-2], images.shape[-1]), use_masks, option=option)
+    regions = regions.to(images.device)
+    boxed = regions.flatten(1).any(dim=1)
+    object_erased, context_erased = erase(images[boxed], regions[boxed])
+    return boxed, object_erased, context_erased
 
 
 def reliance_counts(
