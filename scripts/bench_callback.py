@@ -29,6 +29,7 @@ import torch
 
 from pipeline.explain import AGCAM
 from pipeline.explain.base import record_batch
+from pipeline.files import write_text
 from pipeline.lightning import LocalizationCallback, ViTClassifier, ViTDataModule
 from pipeline.lightning.cli import AgcamCLI
 
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, seconds in steps.items():
         print(f"{name:<36}{seconds:>10.4f}{report['step_ratio_to_plain'][name]:>10.2f}")
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        write_text(args.out, json.dumps(report, indent=2))
     return report
 
 

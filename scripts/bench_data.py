@@ -38,6 +38,7 @@ from pipeline.data import ImageNetSource
 from pipeline.data.decoding import load_rgb
 from pipeline.data.splits import DatasetSplits, TransformedDataset
 from pipeline.data.transforms import Augmentation, SampleTransform
+from pipeline.files import write_text
 from pipeline.inputs import InputConfig
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ms in stages.items():
         print(f"{name:<44}{ms:>8.2f}")
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        write_text(args.out, json.dumps(report, indent=2))
     return report
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.explain import AGCAM, AttentionRollout, TransformerAttribution
+from pipeline.files import write_text
 from scripts.oracle import agcam_oracle_batch
 
 REPO = Path(__file__).resolve().parents[1]  # scripts run as modules from here: python -m scripts.bench_explain
@@ -433,8 +434,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = run_benchmark(args)
     print(format_report(report))
     if args.out:
-        with open(args.out, "w") as out:
-            json.dump(report, out, indent=2)
+        write_text(args.out, json.dumps(report, indent=2))
     return report
 
 

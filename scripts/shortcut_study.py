@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import write_bytes, write_text
 from pipeline.lightning.cli import run_lightning_cli
 from pipeline.lightning.run import checkpoint_paths, run_folder
 from pipeline.lightning.watch import LocalizationWatch
@@ -99,10 +99,11 @@ def study_row(folder: Path, data: dict[str, Any], guidance: list[str], common: l
         metrics[f"test acc ({variant} shortcut)"] = float(tested.trainer.callback_metrics["test/acc"])
     atlases = sorted((run_folder(fitted.trainer) / "atlas").glob("val-epoch*.png"))
     if atlases:
-        shutil.copyfile(atlases[-1], folder / "atlas.png")
+        write_bytes(folder / "atlas.png", atlases[-1].read_bytes())
     weight = callback_metrics.get("train/guidance_weight")
     metrics["last guidance weight"] = float(weight) if weight is not None else 0.0
-    metrics["peak guidance weight"] = peak_weight(Path(fitted.trainer.logger.log_dir) / "metrics.csv")
+    logged = peak_weight(Path(fitted.trainer.logger.log_dir) / "metrics.csv")
+    metrics["peak guidance weight"] = max(logged, metrics["last guidance weight"])  # a short fit may log no step
     return {**metrics, "fit seconds": seconds}
 
 
@@ -144,12 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     for index, (name, (data, guidance)) in enumerate(runs.items()):
         rows[name] = study_row(args.out / f"run{index}", data, guidance, common)
         print(f"{name}: {rows[name]}", flush=True)
-        (args.out / "shortcut_study.json").write_text(
-            json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=2)
+        write_text(
+            args.out / "shortcut_study.json",
+            json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=2),
         )  # after every row: a long study keeps what it measured
     table = format_rows(rows)
     print(table)
-    (args.out / "shortcut_study.md").write_text(table + "\n")
+    write_text(args.out / "shortcut_study.md", table + "\n")
     return rows
 
 
