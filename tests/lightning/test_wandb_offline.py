@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import pipeline.lightning.cli
+from pipeline.cli import main
 from pipeline.lightning.wandb_offline import WriteFailures, stage_in_run_folder
 
 
@@ -17,8 +19,9 @@ class FullDiskStream:
         pass
 
 
-def test_wandb_debug_log_failures_are_kept_quietly_and_raised_once(tmp_path, capsys):
-    handler = logging.FileHandler(tmp_path / "debug.log", delay=True)
+def test_wandb_debug_log_failures_are_kept_quietly_and_raised_once(tmp_path, capsys, monkeypatch):
+    log = tmp_path / "wandb" / "offline-run-1" / "logs" / "debug.log"  # where W&B keeps it
+    handler = logging.FileHandler(log, delay=True)
     handler.stream = FullDiskStream()
     logger = logging.getLogger("wandb")
     logger.addHandler(handler)
@@ -31,7 +34,18 @@ def test_wandb_debug_log_failures_are_kept_quietly_and_raised_once(tmp_path, cap
     assert "Logging error" not in capsys.readouterr().err
     with pytest.raises(OSError, match="W&B logging failed .No space left on device.; the checkpoints are valid"):
         failures.raise_if_any()
-    assert failures.path == str(tmp_path / "debug.log")
+    assert failures.path == str(log)
+
+    def fit_that_fails(*args, **kwargs):
+        failures.raise_if_any()
+
+    monkeypatch.setattr(pipeline.lightning.cli, "run_lightning_cli", fit_that_fails)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("W&B logging failed") == 1  # said once, with the file
+    problem = "W&B logging failed (No space left on device); the checkpoints are valid"
+    assert err == f"agcam fit: error: {log}: {problem}\n"
 
 
 def test_an_artifact_file_is_staged_in_the_run_folder_and_outlives_a_rewrite(tmp_path):
