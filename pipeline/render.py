@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -99,13 +98,3 @@ def render_atlas(
         picture[:, -1] = 255  # a white line between tiles
         tiles.append(picture)
     return np.concatenate(tiles, axis=1)
-
-
-def save_png_atomic(picture: np.ndarray, path: str | Path) -> Path:
-    """`save_png`, but written to a temporary file in the same folder first and then renamed over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(picture).save(temporary, format="PNG")
-    os.replace(temporary, path)
-    return path

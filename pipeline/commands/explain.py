@@ -201,6 +201,8 @@ def finished_rows(rows_path: Path, out_dir: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # the line a kill interrupted
+        if not isinstance(row, dict):
+            continue  # not a row this command writes
         outputs = [row.get("overlay"), row.get("map")]
         if all(isinstance(name, str) and (out_dir / name).is_file() for name in outputs):
             kept.append(row)

@@ -20,7 +20,7 @@ from pipeline.inputs import InputConfig
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import run_folder, wandb_logger
 from pipeline.metrics import ClassAtlas
-from pipeline.render import render_atlas, save_png_atomic
+from pipeline.render import render_atlas, save_png
 from pipeline.scoring import (
     LocalizationScorer,
     RelianceScorer,
@@ -355,7 +355,7 @@ def log_atlas(trainer: pl.Trainer, stage: str, atlas: dict[str, torch.Tensor], c
     if not atlas["images"].any():
         return None
     picture = render_atlas(atlas["mean"], atlas["images"], class_names)
-    path = save_png_atomic(picture, run_folder(trainer) / "atlas" / f"{stage}-epoch{trainer.current_epoch:03d}.png")
+    path = save_png(picture, run_folder(trainer) / "atlas" / f"{stage}-epoch{trainer.current_epoch:03d}.png")
     logger = wandb_logger(trainer)
     if logger is not None:
         logger.log_image(f"{stage}/atlas/agcam", [picture], step=trainer.global_step, caption=["mean AG-CAM per class"])

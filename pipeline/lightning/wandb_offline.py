@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import atomic_write
+
 BLOCK_SIZE = 32 * 1024
 HEADER_SIZE = 7  # b":W&B" + magic + version
 CHUNK_HEADER = struct.Struct("<IHB")  # crc32, length, type
@@ -88,7 +90,8 @@ def stage_in_run_folder(path: Path, run_folder: Path, name: str) -> Path:
     try:
         os.link(path, staged)
     except OSError:
-        shutil.copyfile(path, staged)
+        with atomic_write(staged) as copy, open(path, "rb") as original:
+            shutil.copyfileobj(original, copy)
     return staged
 
 

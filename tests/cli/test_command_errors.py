@@ -1,12 +1,14 @@
 """The offline commands refuse bad options and files with one named error (exit 2), leave nothing behind, and never
 overwrite an input or a file they did not create."""
 
+import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.commands.explain import finished_rows
 from pipeline.data import SyntheticShapes
 from pipeline.render import save_png
 from tests.helpers.explained import tiny_explained_file
@@ -139,3 +141,13 @@ def test_export_refuses_an_existing_file(tmp_path, capsys):
     target.write_text("precious")
     err = run_failing(["export", "--ckpt_path", str(tmp_path / "run.ckpt"), "--out", str(target)], capsys)
     assert "model.agcam already exist" in err and target.read_text() == "precious"
+
+
+def test_explain_resume_keeps_only_whole_rows_whose_files_exist(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / "a.npy").write_bytes(b"npy")
+    rows = tmp_path / "explanations.jsonl"
+    whole = {"overlay": "a.png", "map": "a.npy"}
+    lines = [json.dumps(whole), "3", '["a.png"]', json.dumps({"overlay": "b.png", "map": "b.npy"}), '{"overlay": "a']
+    rows.write_text("\n".join(lines))
+    assert finished_rows(rows, tmp_path) == [whole]  # not an object, missing files and a torn line are dropped

@@ -58,3 +58,17 @@ def test_an_artifact_file_is_staged_in_the_run_folder_and_outlives_a_rewrite(tmp
     replacement.write_bytes(b"second export")
     os.replace(replacement, model)  # how model.agcam is rewritten (atomically) by a resumed fit
     assert staged.read_bytes() == b"first export"
+
+
+def test_without_hard_links_the_artifact_is_copied_whole(tmp_path, monkeypatch):
+    model = tmp_path / "run" / "model.agcam"
+    model.parent.mkdir()
+    model.write_bytes(b"export")
+
+    def no_links(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    staged = stage_in_run_folder(model, model.parent, "model-step8.agcam")
+    assert staged.read_bytes() == b"export" and not os.path.samefile(staged, model)
+    assert sorted(path.name for path in staged.parent.iterdir()) == ["model-step8.agcam"]  # no temporary left
