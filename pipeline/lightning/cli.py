@@ -76,8 +76,8 @@ class AgcamCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_dir() and (Path(ckpt_path) / "meta.pt").is_file():
             # sharded (ModelParallelStrategy): shards + meta, read by Lightning's distributed checkpoint loader
-            meta = torch.load(Path(ckpt_path) / "meta.pt", map_location="cpu", weights_only=True)
-            self.checkpoint_run_id = meta.get(WANDB_ID_KEY) if isinstance(meta, dict) else None
+            meta = load_checkpoint_file(Path(ckpt_path) / "meta.pt", required=())  # a damaged one: one line
+            self.checkpoint_run_id = meta.get(WANDB_ID_KEY)
         elif ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry"):
             required = RESUME_KEYS if subcommand == "fit" else ("state_dict",)
             checkpoint = load_checkpoint_file(ckpt_path, required=required)

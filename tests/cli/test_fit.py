@@ -137,6 +137,17 @@ def test_resuming_from_a_file_that_is_no_checkpoint_names_it_before_anything_is_
     assert not list(tmp_path.glob("agcam/*"))  # no run folder, no W&B run
 
 
+def test_a_sharded_checkpoint_with_a_damaged_meta_file_is_named_in_one_line(tmp_path, capsys):
+    sharded = tmp_path / "last.ckpt"  # ModelParallelStrategy's layout: a folder of shards and meta.pt
+    sharded.mkdir()
+    (sharded / "meta.pt").write_bytes(b"\x80\x02 not a pickle")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *BASE, "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(sharded)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"agcam fit: error: {sharded / 'meta.pt'}: ") and "Traceback" not in err
+
+
 def test_the_training_help_points_to_the_offline_commands(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
