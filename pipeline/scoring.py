@@ -270,15 +270,16 @@ class RelianceScorer:
         self.metric.reset()
 
     def update(self, images: torch.Tensor, logits: torch.Tensor, batch: dict) -> None:
-        """Count one batch; `logits` are the model's on the unchanged images (no third forward)."""
+        """Count one batch; `logits` are the model's on the unchanged images (no third forward).
+
+        The erased forward runs even when no image of the batch has a box (an empty batch): every process then
+        calls the model once per batch, as FSDP2's parameter gathering needs.
+        """
         boxed, object_erased, context_erased = erased_copies(images, batch, self.use_masks)
+        with torch.no_grad():
+            erased_logits = self.model(torch.cat([object_erased, context_erased])).tensor_split(2)
         labels = batch["target"].long()[boxed]
-        kept = logits[boxed]
-        erased_logits = (kept, kept)  # no image to erase: empty
-        if len(labels):
-            with torch.no_grad():
-                erased_logits = self.model(torch.cat([object_erased, context_erased])).chunk(2)
-        self.metric.update(labels, kept, *erased_logits, unboxed=int((~boxed).sum()))
+        self.metric.update(labels, logits[boxed], *erased_logits, unboxed=int((~boxed).sum()))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Overall and per-class accuracies (`pipeline.metrics.ObjectReliance`); synchronizes under DDP."""

@@ -81,6 +81,24 @@ def test_images_without_a_box_are_counted_apart_and_an_epoch_without_boxes_is_an
         score(FixedPixelReader(), batch)
 
 
+def test_the_erased_forward_runs_once_per_batch_even_without_boxes():
+    """FSDP2 gathers parameters in every forward: each process must call the model as often as the others."""
+    calls = []
+
+    class Counting(FixedPixelReader):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            calls.append(len(images))
+            return super().forward(images)
+
+    scorer = RelianceScorer(Counting(), CLASSES)
+    boxed, unboxed = hand_batch([0, 1]), hand_batch([2, 3])
+    unboxed["boxes"] = [torch.zeros(0, 4)] * 2
+    for batch in (boxed, unboxed):
+        scorer.update(batch["image"], FixedPixelReader()(batch["image"]), batch)
+    assert calls == [4, 0]  # both images erased two ways, then an empty batch
+    assert scorer.compute()["images"] == 2 and scorer.compute()["unboxed"] == 2
+
+
 def test_masks_are_the_region_in_mask_mode():
     batch = hand_batch(BALANCED)
     batch["mask"] = (batch["image"][:, 1] > 0).long()  # the object's pixels, id 1
