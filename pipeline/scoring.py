@@ -277,9 +277,9 @@ class RelianceScorer:
         """
         boxed, object_erased, context_erased = erased_copies(images, batch, self.use_masks)
         with torch.no_grad():
-            erased_logits = self.model(torch.cat([object_erased, context_erased])).tensor_split(2)
+            object_logits, context_logits = self.model(torch.cat([object_erased, context_erased])).tensor_split(2)
         labels = batch["target"].long()[boxed]
-        self.metric.update(labels, logits[boxed], *erased_logits, unboxed=int((~boxed).sum()))
+        self.metric.update(labels, logits[boxed], object_logits, context_logits, unboxed=int((~boxed).sum()))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Overall and per-class accuracies (`pipeline.metrics.ObjectReliance`); synchronizes under DDP."""
