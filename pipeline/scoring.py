@@ -18,7 +18,6 @@ from pipeline.explain import Explainer, build_explainer, check_methods
 from pipeline.explain.base import RecordedBatch, ReplayingExplainer, record_batch
 from pipeline.metrics import (
     ABPC,
-    RELIANCE_SCORES,
     REPORTED_SCORES,
     LocalizationMetrics,
     ObjectReliance,
@@ -233,17 +232,24 @@ class LocalizationScorer:
         return results
 
 
-def class_rows(measured: dict[str, torch.Tensor], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{class name: {cases, score: mean}} for the classes that had used cases (per_class_* of the scorer)."""
-    cases = measured.get("per_class_cases")
-    if cases is None:
+def class_rows(
+    measured: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    *,
+    count: str = "cases",
+    scores: Sequence[str] = REPORTED_SCORES,
+) -> dict[str, dict[str, float]]:
+    """{class name: {count, score: mean}} for the classes with a non-zero `per_class_<count>`, from a scorer's
+    per_class_* values: localization (cases, REPORTED_SCORES) or reliance (images, RELIANCE_SCORES)."""
+    counted = measured.get(f"per_class_{count}")
+    if counted is None:
         return {}
     return {
         class_names[index]: {
-            "cases": int(cases[index]),
-            **{name: measured[f"per_class_{name}"][index].item() for name in REPORTED_SCORES},
+            count: int(counted[index]),
+            **{name: measured[f"per_class_{name}"][index].item() for name in scores},
         }
-        for index in cases.nonzero()[:, 0].tolist()
+        for index in counted.nonzero()[:, 0].tolist()
     }
 
 
@@ -290,15 +296,3 @@ class RelianceScorer:
                 "data boxes (or masks with use_masks) or turn reliance off"
             )
         return values
-
-
-def reliance_class_rows(values: dict[str, torch.Tensor], class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{class name: {images, acc, acc_object_erased, acc_context_erased}} for classes with counted images."""
-    images = values["per_class_images"]
-    return {
-        class_names[index]: {
-            "images": int(images[index]),
-            **{name: values[f"per_class_{name}"][index].item() for name in RELIANCE_SCORES},
-        }
-        for index in images.nonzero()[:, 0].tolist()
-    }

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from pipeline.data import DatasetSplits, ShapesSource
 from pipeline.explained import ExplainedModel
 from pipeline.files import write_all
-from pipeline.metrics import REPORTED_SCORES
-from pipeline.scoring import LocalizationScorer, RelianceScorer, ScoringOptions, class_rows, reliance_class_rows
+from pipeline.metrics import RELIANCE_SCORES, REPORTED_SCORES
+from pipeline.scoring import LocalizationScorer, RelianceScorer, ScoringOptions, class_rows
 
 PAPER_METHODS = ("agcam", "rollout", "lrp")
 EVAL_STAGES = {"val": "validate", "test": "test"}  # split -> the stage that builds it
@@ -142,7 +142,7 @@ def evaluate(
         measured = reliance_scorer.compute()
         evaluated["reliance"] = {
             **{name: _finite_or_none(value) for name, value in measured.items() if value.ndim == 0},
-            "per_class": reliance_class_rows(measured, model.class_names),
+            "per_class": class_rows(measured, model.class_names, count="images", scores=RELIANCE_SCORES),
         }
     return evaluated
 

@@ -19,14 +19,13 @@ from pipeline.files import write_text
 from pipeline.inputs import InputConfig
 from pipeline.lightning.panel import HeatmapPanel
 from pipeline.lightning.run import run_folder, wandb_logger
-from pipeline.metrics import ClassAtlas
+from pipeline.metrics import RELIANCE_SCORES, ClassAtlas
 from pipeline.render import render_atlas, save_png
 from pipeline.scoring import (
     LocalizationScorer,
     RelianceScorer,
     ScoringOptions,
     class_rows,
-    reliance_class_rows,
 )
 
 
@@ -284,7 +283,7 @@ class LocalizationCallback(pl.Callback):
             return
         scalars = {f"{stage}/reliance/{name}": value.float() for name, value in values.items() if value.ndim == 0}
         pl_module.log_dict(scalars, sync_dist=True)
-        rows = reliance_class_rows(values, class_names)
+        rows = class_rows(values, class_names, count="images", scores=RELIANCE_SCORES)
         self.per_class.setdefault(stage, {})["reliance"] = rows  # summary.json's per_class, beside the methods
         log_reliance_table(trainer, stage, rows)
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.metrics import ObjectReliance, erase, object_regions, reliance_counts
-from pipeline.scoring import RelianceScorer, reliance_class_rows
+from pipeline.metrics import RELIANCE_SCORES, ObjectReliance, erase, object_regions, reliance_counts
+from pipeline.scoring import RelianceScorer, class_rows
 
 CLASSES = 4
 SIZE = 8
@@ -66,7 +66,7 @@ def test_per_class_counts_and_rows():
     assert result["per_class_images"].tolist() == [2, 1, 0, 1]
     assert result["per_class_acc_context_erased"][[0, 1, 3]].tolist() == [1.0, 0.0, 0.0]
     assert result["per_class_acc_context_erased"][2].isnan()  # no image: NaN, never a silent 0
-    rows = reliance_class_rows(result, ["a", "b", "c", "d"])
+    rows = class_rows(result, ["a", "b", "c", "d"], count="images", scores=RELIANCE_SCORES)
     assert list(rows) == ["a", "b", "d"]
     assert rows["a"] == {"images": 2, "acc": 1.0, "acc_object_erased": 1.0, "acc_context_erased": 1.0}
 
