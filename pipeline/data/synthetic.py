@@ -248,11 +248,11 @@ class SyntheticShapes(Dataset):
             hue = self._object_hue(label, color_rng, hue_rng)
             image[instance_mask > 0] = _rgb(hue, *color_rng.uniform(0.65, 1.0, size=2))
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
-        marker_class = self._marker_class(label, index)
+        marker_class = self._shortcut_class(label, index, _MARKER_STREAM, self.marker_fraction)
         if marker_class is not None:
             x_min, y_min, x_max, y_max = self.marker_box(marker_class).astype(int)
             image[y_min : y_max + 1, x_min : x_max + 1] = _MARKER_VALUE  # after the noise: exactly white
-        border_class = self.border_class(index)
+        border_class = self._shortcut_class(label, index, _BORDER_STREAM, self.border_fraction)
         if border_class is not None:
             width = self.border_width
             tint = np.round(self.border_color(border_class)).astype(np.uint8)
@@ -286,7 +286,7 @@ class SyntheticShapes(Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} shapes images")
         label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
-        return self._marker_class(label, index)
+        return self._shortcut_class(label, index, _MARKER_STREAM, self.marker_fraction)
 
     def border_color(self, class_index: int) -> np.ndarray:
         """(3,) float32 RGB tint of the border of `class_index`: its class hue, exactly (no jitter)."""
@@ -300,32 +300,24 @@ class SyntheticShapes(Dataset):
         The same modes as the marker (`marker_mode`): "same" the image's class, "shuffled" a wrong class,
         "absent" none; the images that carry a border are the same in all three.
         """
-        if self.border_fraction == 0:
-            return None
         label = int(self._rng(index, _GEOMETRY_STREAM).integers(self.num_classes))  # the first geometry draw
-        border_rng = self._rng(index, _BORDER_STREAM)
-        carries = border_rng.uniform() < self.border_fraction
-        wrong_class_offset = int(border_rng.integers(1, self.num_classes))  # 1..num_classes-1: never the label
-        if not carries or self.marker_mode == "absent":
-            return None
-        return (label + wrong_class_offset) % self.num_classes if self.marker_mode == "shuffled" else label
+        return self._shortcut_class(label, index, _BORDER_STREAM, self.border_fraction)
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         """The generator of one stream of sample `index`: independent of every other stream and sample."""
         return np.random.default_rng([self.seed, int(index), stream])
 
-    def _marker_class(self, label: int, index: int) -> int | None:
-        """Both draws always happen, so the three modes share which images carry a marker."""
-        if self.marker_fraction == 0:
+    def _shortcut_class(self, label: int, index: int, stream: int, fraction: float) -> int | None:
+        """The class a shortcut (marker or border, each its own stream and share of images) of image `index` with
+        class `label` points to, or None. Both draws always happen, so the three modes share which images carry it."""
+        if fraction == 0:
             return None
-        marker_rng = self._rng(index, _MARKER_STREAM)
-        carries = marker_rng.uniform() < self.marker_fraction
-        wrong_class_offset = int(marker_rng.integers(1, self.num_classes))  # 1..num_classes-1: never the label
+        rng = self._rng(index, stream)
+        carries = rng.uniform() < fraction
+        wrong_class_offset = int(rng.integers(1, self.num_classes))  # 1..num_classes-1: never the label
         if not carries or self.marker_mode == "absent":
             return None
-        if self.marker_mode == "shuffled":
-            return (label + wrong_class_offset) % self.num_classes
-        return label
+        return (label + wrong_class_offset) % self.num_classes if self.marker_mode == "shuffled" else label
 
     def _instance_masks(self, shape: str, rng: np.random.Generator) -> list[np.ndarray]:
         """Masks (H, W) uint8 0/1 of 1..max_instances non-touching instances of `shape`."""
