@@ -103,7 +103,6 @@ class LocalizationWatch(pl.Callback):
         self.reliance, self.retained = reliance, retained
         self.history: list[tuple[float, float]] = []
         self.signals: dict[str, str | None] = {"localization": None, "reliance": None}
-        self.verdict: str | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -122,20 +121,25 @@ class LocalizationWatch(pl.Callback):
                 self.signals["reliance"] = reliance_verdict(
                     *measured, high_accuracy=self.high_accuracy, retained=self.retained
                 )
-        fired = [f"{signal}: {reason}" for signal, reason in self.signals.items() if reason is not None]
-        self.verdict = "; ".join(fired) or None
         if trainer.logger is not None:
             flags = {f"val/shortcut_signal/{name}": float(reason is not None) for name, reason in self.signals.items()}
             flags["val/shortcut_suspected"] = float(self.verdict is not None)
             trainer.logger.log_metrics(flags, trainer.global_step)
 
+    @property
+    def verdict(self) -> str | None:
+        """The signals that fired, in words ("localization: ...; reliance: ..."), or None."""
+        fired = [f"{signal}: {reason}" for signal, reason in self.signals.items() if reason is not None]
+        return "; ".join(fired) or None
+
     def state_dict(self) -> dict[str, Any]:
-        """The history so far, saved in every checkpoint: a resumed run judges the whole run, not its tail."""
-        return {"history": [list(pair) for pair in self.history], "verdict": self.verdict}
+        """The history and the signals so far, saved in every checkpoint: a resumed run judges the whole run, not
+        its tail, and keeps a signal that its next validation cannot re-check (no reliance metrics that epoch)."""
+        return {"history": [list(pair) for pair in self.history], "signals": dict(self.signals)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [(float(accuracy), float(localization)) for accuracy, localization in state_dict["history"]]
-        self.verdict = state_dict["verdict"]
+        self.signals.update(state_dict.get("signals", {}))  # checkpoints written before signals were kept: none
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -67,6 +67,20 @@ def test_the_history_survives_a_resume_and_the_fall_it_shows_is_still_reported()
     assert after.verdict is not None and "fell from 0.660 (epoch 0) to 0.536" in after.verdict
 
 
+def test_a_reliance_signal_survives_a_resume_into_an_epoch_without_reliance_metrics():
+    before = LocalizationWatch()
+    trainer = FakeTrainer()
+    reliance = {"val/reliance/acc": 0.95, "val/reliance/acc_object_erased": 0.9, "val/reliance/chance": 0.2}
+    trainer.callback_metrics = {name: torch.tensor(value) for name, value in reliance.items()}
+    before.on_validation_end(trainer, None)
+    assert before.signals["reliance"] is not None
+    after = LocalizationWatch()
+    after.load_state_dict(before.state_dict())
+    trainer.callback_metrics = {}  # the resumed run's next validation logged no reliance
+    after.on_validation_end(trainer, None)
+    assert after.signals == before.signals and after.verdict == before.verdict
+
+
 @pytest.mark.parametrize(
     "accuracy, erased, chance, fires",
     [
