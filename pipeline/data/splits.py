@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from pipeline.data.sampling import ignore_stop_signals, sample_seed
 from pipeline.data.source import SPLITS, ImageSource, SourceDataset
@@ -43,6 +43,15 @@ class TransformedDataset(Dataset):
         if epoch is not None and self.transform.augmentation is not None:
             self.transform.reseed(sample_seed(self.seed, epoch, index))
         return self.transform(sample)
+
+
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker init: stop signals are the main process's (`ignore_stop_signals`), and each worker draws
+    its own augmentations when indexed by plain integers (an `EpochSampler`'s keys reseed every sample anyway)."""
+    ignore_stop_signals(worker_id)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, TransformedDataset):
+        info.dataset.transform.reseed(torch.initial_seed() % 2**32)  # torch seeds each worker differently
 
 
 def collate_samples(samples: Sequence[dict | None]) -> dict[str, Any]:
@@ -163,7 +172,7 @@ class DatasetSplits:
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
-            worker_init_fn=ignore_stop_signals if self.num_workers else None,
+            worker_init_fn=init_worker if self.num_workers else None,
             persistent_workers=self.num_workers > 0,
         )
 

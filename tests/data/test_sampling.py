@@ -39,3 +39,24 @@ def test_a_samples_augmentation_comes_from_seed_epoch_and_index_not_from_what_ra
     torch.manual_seed(123)
     assert torch.equal(train[(1, 5)]["image"], first)
     assert not torch.equal(train[(2, 5)]["image"], first)  # another epoch, another crop/flip/jitter
+
+
+def test_workers_of_a_plainly_indexed_loader_draw_their_own_augmentations():
+    """Without an EpochSampler the keys are plain indices: each worker must still augment with its own stream."""
+
+    class OneImage(torch.utils.data.Dataset):  # the same raw sample at every index
+        def __init__(self) -> None:
+            self.sample = ShapesSource(1, 1, 1, image_size=64).dataset("train")[0]
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int):
+            return self.sample
+
+    data = DatasetSplits(ShapesSource(4, 4, 4, image_size=64), batch_size=1, num_workers=2)
+    data.prepare("fit", InputConfig((32, 32), (0.5,) * 3, (0.5,) * 3))
+    dataset = data.datasets["train"]
+    dataset.raw = OneImage()
+    images = [batch["image"] for batch in data.loader("train")]  # workers alternate: 0, 1, 0, 1
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[2], images[3])
