@@ -31,10 +31,7 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
         OSError: naming `path` (not the temporary file) when writing, syncing or renaming fails.
     """
     path = Path(path)
-    with os_error_naming(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-        os.fchmod(handle, 0o666 & ~_UMASK)
+    handle, temporary = _new_temporary(path)
     try:
         with os_error_naming(path), open(handle, mode, **open_kwargs) as file:
             yield file
@@ -67,15 +64,12 @@ def write_all(contents: Mapping[Path, bytes]) -> list[Path]:
     written: list[tuple[Path, str]] = []
     try:
         for path, data in contents.items():
-            with os_error_naming(path):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-                written.append((path, temporary))
-                os.fchmod(handle, 0o666 & ~_UMASK)
-                with open(handle, "wb") as file:
-                    file.write(data)
-                    file.flush()
-                    os.fsync(file.fileno())
+            handle, temporary = _new_temporary(path)
+            written.append((path, temporary))
+            with os_error_naming(path), open(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
         for path, temporary in written:
             with os_error_naming(path):
                 os.replace(temporary, path)
@@ -107,6 +101,22 @@ def describe_os_error(error: OSError) -> str:
         return problem
     target = f" -> {error.filename2}" if error.filename2 is not None else ""
     return f"{error.filename}{target}: {problem}"
+
+
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """An open handle and the name of a new temporary file beside `path` (its folder created), with the
+    permissions a plain new file would get; OSErrors name `path`."""
+    with os_error_naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os_error_naming(path):
+            os.fchmod(handle, 0o666 & ~_UMASK)
+    except BaseException:
+        os.close(handle)
+        os.unlink(temporary)
+        raise
+    return handle, temporary
 
 
 def _fsync_folder(folder: Path) -> None:
